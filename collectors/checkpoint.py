@@ -1,0 +1,142 @@
+"""Where each file source stopped: a JSON file mapping source paths to device, inode and offset.
+
+The file looks like ``{"/var/log/auth.log": {"device": 2049, "inode": 131, "offset": 5120}}``.
+It is rewritten whole on every save, atomically, so a crash leaves either the old or the new
+version and never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from socpipe.errors import ConfigError
+
+_START_OVER = (
+    "move it aside to start over (every source is then read again from its start, and what "
+    "was shipped already is sent again with the same ids)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A position in one file: which file (device and inode) and the byte offset to read from."""
+
+    device: int
+    inode: int
+    offset: int
+
+    @classmethod
+    def from_dict(cls, data: object) -> Checkpoint:
+        """Read one entry of the checkpoint file; raises ValueError saying what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object, got {type(data).__name__}")
+        fields = ("device", "inode", "offset")
+        if sorted(data) != sorted(fields):
+            raise ValueError(
+                f"expected the keys {', '.join(fields)}, got {', '.join(data) or 'none'}"
+            )
+        for name in fields:
+            value = data[name]
+            # bool is an int in Python, but true/false here means the file was edited wrongly.
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        return cls(device=data["device"], inode=data["inode"], offset=data["offset"])
+
+    def to_dict(self) -> dict[str, int]:
+        """The entry as written to the checkpoint file."""
+        return asdict(self)
+
+
+class CheckpointStore:
+    """The checkpoints of one collector, read from ``file`` at construction and saved on demand.
+
+    Raises ConfigError if the file exists but cannot be read or is not a valid checkpoint file,
+    or if its directory does not exist. A missing file means no source has a checkpoint yet.
+    Not thread-safe: one worker owns the store.
+    """
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self._checkpoints: dict[str, Checkpoint] = self._load()
+
+    def get(self, path: Path) -> Checkpoint | None:
+        """The checkpoint of the source at ``path``, or None if it has none yet."""
+        return self._checkpoints.get(str(path))
+
+    def set(self, path: Path, checkpoint: Checkpoint) -> None:
+        """Remember ``checkpoint`` for the source at ``path``; ``save()`` makes it durable."""
+        self._checkpoints[str(path)] = checkpoint
+
+    def save(self) -> None:
+        """Write every checkpoint to the file: to a temporary file beside it, synced, then renamed
+        over it, so that a crash at any point leaves a whole file behind."""
+        data = orjson.dumps(
+            {path: checkpoint.to_dict() for path, checkpoint in self._checkpoints.items()},
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+        )
+        directory = self.file.parent
+        fd, temp_name = tempfile.mkstemp(prefix=f".{self.file.name}.", suffix=".tmp", dir=directory)
+        temp = Path(temp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            temp.replace(self.file)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _sync_directory(directory)
+
+    def _load(self) -> dict[str, Checkpoint]:
+        if not self.file.parent.is_dir():
+            raise ConfigError(
+                f"checkpoint file {self.file}: its directory {self.file.parent} does not exist; "
+                "create it or set collector.checkpoint_file to a path in an existing directory"
+            )
+        try:
+            raw = self.file.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read checkpoint file {self.file}: {exc.strerror}; "
+                f"fix its permissions, or {_START_OVER}"
+            ) from exc
+        try:
+            content = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(
+                f"checkpoint file {self.file} is corrupt: not valid JSON ({exc}); {_START_OVER}"
+            ) from exc
+        if not isinstance(content, dict):
+            raise ConfigError(
+                f"checkpoint file {self.file} is corrupt: the top level must be an object mapping "
+                f"source paths to checkpoints, not {type(content).__name__}; {_START_OVER}"
+            )
+        checkpoints: dict[str, Checkpoint] = {}
+        for path, entry in content.items():
+            try:
+                checkpoints[path] = Checkpoint.from_dict(entry)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"checkpoint file {self.file} is corrupt: entry {path!r}: {exc}; {_START_OVER}"
+                ) from exc
+        return checkpoints
+
+
+def _sync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk too. Windows cannot open a
+    # directory this way; there we rely on the file system.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

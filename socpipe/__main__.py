@@ -1,0 +1,5 @@
+"""``python -m socpipe`` runs the CLI."""
+
+from socpipe.cli import main
+
+main()

@@ -1,0 +1,218 @@
+"""The ``socpipe`` command: local services, the pipeline's stages, the demo.
+
+Stage packages are imported by name when their command runs, so the spine does not depend on
+them (ARCHITECTURE.md: the spine imports nothing of the others).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Protocol, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from socpipe.errors import SocpipeError
+from socpipe.settings import Settings, load_settings
+
+app = typer.Typer(help="socpipe: a SOC log pipeline for a provincial government.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+services_app = typer.Typer(help="Local Kafka and Elasticsearch (deploy/local).",
+                           no_args_is_help=True)
+config_app = typer.Typer(help="Check and show configuration.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(config_app, name="config")
+
+console = Console(stderr=True)
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (default: $SOCPIPE_CONFIG)",
+                 exists=True, dir_okay=False),
+]
+
+
+class _StageModule(Protocol):
+    def run(self, settings: Settings, stop: threading.Event) -> None: ...
+
+
+def _settings(config: Path | None) -> Settings:
+    settings = load_settings(config)
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python is chatty at INFO about every connection.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    return settings
+
+
+def _run_stage(module: str, settings: Settings) -> None:
+    from socpipe.stream import stop_on_signals
+
+    stage = cast(_StageModule, importlib.import_module(module))
+    stage.run(settings, stop_on_signals())
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+def _local(config: Path | None) -> Any:
+    from socpipe.localservices import LocalServices
+
+    return LocalServices(_settings(config).local)
+
+
+def _print_status(statuses: list[Any]) -> None:
+    table = Table("service", "state", "pid", "address", "memory", "log")
+    for item in statuses:
+        state = "healthy" if item.healthy else ("running, not answering" if item.running
+                                                else "stopped")
+        if item.detail:
+            state += f" ({item.detail})"
+        memory = f"{item.rss_bytes / 2**20:,.0f} MiB" if item.rss_bytes else "-"
+        table.add_row(item.name, state, str(item.pid or "-"), item.url, memory,
+                      str(item.log_file))
+    Console().print(table)
+
+
+@services_app.command("up")
+def services_up(config: ConfigOption = None) -> None:
+    """Fetch (once), start and wait for Kafka and Elasticsearch. Idempotent."""
+    local = _local(config)
+    started = time.monotonic()
+    statuses = local.up(progress=lambda msg: console.print(f"[cyan]•[/] {msg}"))
+    _print_status(statuses)
+    console.print(f"services up in {time.monotonic() - started:.1f}s")
+
+
+@services_app.command("down")
+def services_down(config: ConfigOption = None) -> None:
+    """Stop the local services started by `socpipe services up`."""
+    stopped = _local(config).down()
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("status")
+def services_status(config: ConfigOption = None) -> None:
+    """Whether each service runs and answers, its memory and its log file. Exit 1 if not."""
+    statuses = _local(config).status()
+    _print_status(statuses)
+    if not all(item.healthy for item in statuses):
+        raise typer.Exit(1)
+
+
+@services_app.command("logs")
+def services_logs(
+    name: Annotated[str, typer.Argument(help="kafka or elasticsearch")],
+    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+    config: ConfigOption = None,
+) -> None:
+    """The last lines of a service's console log."""
+    for line in _local(config).tail(name, lines):
+        print(line)
+
+
+# --- pipeline stages ------------------------------------------------------------------------
+
+
+@app.command("topics")
+def topics(config: ConfigOption = None) -> None:
+    """Create the pipeline's Kafka topics that are missing, with partitions and retention."""
+    from socpipe.kafka import ensure_topics
+
+    created = ensure_topics(_settings(config).kafka)
+    console.print(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@app.command("collect")
+def collect(
+    paths: Annotated[list[Path] | None, typer.Argument(help="files to tail (default: "
+                                                       "collector.paths)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Tail files and ship their lines to soc.raw."""
+    settings = _settings(config)
+    if paths:
+        settings = settings.model_copy(
+            update={"collector": settings.collector.model_copy(update={"paths": paths})})
+    _run_stage("collectors.worker", settings)
+
+
+@app.command("detect")
+def detect(config: ConfigOption = None) -> None:
+    """Consume soc.raw; produce ECS events and detections."""
+    _run_stage("detectors.worker", _settings(config))
+
+
+@app.command("alert")
+def alert(config: ConfigOption = None) -> None:
+    """Consume soc.detections; fold them into alerts in Elasticsearch."""
+    _run_stage("alerting.worker", _settings(config))
+
+
+@app.command("api")
+def api(config: ConfigOption = None) -> None:
+    """Serve the API and the console."""
+    import uvicorn
+
+    settings = _settings(config)
+    if not settings.api.tokens:
+        console.print("[yellow]no api.tokens configured: every route but /health will "
+                      "answer 401[/]")
+    application = importlib.import_module("api.app").create_app(settings)
+    uvicorn.run(application, host=settings.api.host, port=settings.api.port,
+                log_level=settings.log_level.lower(), access_log=False)
+
+
+@app.command("demo")
+def demo(
+    duration: Annotated[float, typer.Option(help="stop after this many seconds (0: run until "
+                                                 "Ctrl-C)")] = 0.0,
+    rate: Annotated[float, typer.Option(help="lines per second per agency")] = 40.0,
+    config: ConfigOption = None,
+) -> None:
+    """The whole pipeline on this machine, fed with sshd logs; prints the console's URL."""
+    from socpipe.demo import DemoRun
+
+    settings = _settings(config)
+    DemoRun(settings, console=console).run(duration=duration, rate=rate)
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration; exit 2 with every bad key's path if it is wrong."""
+    _settings(config)
+    console.print("configuration is valid")
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective configuration as JSON, secrets masked."""
+    print(_settings(config).model_dump_json(indent=2))
+
+
+def main() -> None:
+    """Entry point: a SocpipeError is printed as one clear message with exit code 2."""
+    try:
+        app()
+    except SocpipeError as exc:
+        console.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUTF8", "1")
+    main()

@@ -1,0 +1,189 @@
+"""``socpipe demo``: the whole pipeline on one machine, fed with sshd logs of two agencies.
+
+Starts the local services, creates the topics, writes a config for this run into the state
+directory, starts each stage as its own process (two collectors, a detector, the alerting worker
+and the API), replays sshd lines into the agencies' log files at a steady rate with current
+timestamps, and prints the console's URL and an API token. Ctrl-C stops the stages; the services
+stay up for the next run (`socpipe services down` stops them).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+from rich.console import Console
+
+from socpipe.kafka import ensure_topics
+from socpipe.localservices import LocalServices
+from socpipe.samples import loghub_openssh, restamp, sshd_lines
+from socpipe.settings import Settings
+
+
+@dataclass(frozen=True)
+class DemoAgency:
+    """One agency of the demo and the server whose sshd log it ships."""
+
+    id: str
+    tier: str
+    name: str
+    host: str
+
+
+AGENCIES = (
+    DemoAgency("so-tttt", "province", "Sở Thông tin và Truyền thông", "dvc-portal-01"),
+    DemoAgency("phuong-phuc-xa", "commune", "UBND phường Phúc Xá", "ubnd-phucxa-srv"),
+)
+
+
+class DemoRun:
+    """Starts, feeds and stops one demo."""
+
+    def __init__(self, settings: Settings, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.services = LocalServices(settings.local)
+        self.dir = self.services.home / "demo"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop = threading.Event()
+
+    def run(self, duration: float = 0.0, rate: float = 40.0) -> None:
+        """Run until Ctrl-C, or for ``duration`` seconds when it is above zero."""
+        say = self.console.print
+        self.services.up(progress=lambda msg: say(f"[cyan]•[/] {msg}"))
+        token = secrets.token_urlsafe(24)
+        config = self._write_config(token)
+        ensure_topics(Settings.model_validate(yaml.safe_load(config.read_text())).kafka)
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        try:
+            self._start_stages(config)
+            url = f"http://{self.settings.api.host}:{self.settings.api.port}/"
+            self._wait_for_api(url)
+            source = loghub_openssh() or "generated sshd lines (no ../shared/data here)"
+            feeder = threading.Thread(target=self._feed, args=(rate,), daemon=True)
+            feeder.start()
+            say(f"\n[bold green]socpipe is running.[/] Feeding {source} for "
+                f"{', '.join(a.name for a in AGENCIES)}.")
+            say(f"  console:   [bold]{url}[/]  (sign in with the token below)")
+            say(f"  API token: {token}   (also in {self.dir / 'api-token'})")
+            say(f"  try:       curl -H 'Authorization: Bearer {token}' {url}alerts")
+            say(f"  stage logs in {self.dir / 'logs'}; Ctrl-C stops the demo.\n")
+            deadline = time.monotonic() + duration if duration > 0 else None
+            while not self.stop.is_set():
+                self._check_stages()
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                self.stop.wait(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop.set()
+            self._stop_stages()
+            say("demo stopped; Kafka and Elasticsearch are still up (socpipe services down)")
+
+    def _write_config(self, token: str) -> Path:
+        for sub in ("logs", "spool", "checkpoints"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        token_file = self.dir / "api-token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        base = self.settings.model_dump(mode="json", exclude={"api", "collector", "agency"})
+        base["elasticsearch"].pop("api_key", None)
+        base["elasticsearch"].pop("password", None)
+        base["kafka"].pop("sasl_password", None)
+        base["kafka"]["bootstrap_servers"] = [self.services.kafka_bootstrap]
+        base["elasticsearch"]["hosts"] = [self.services.es_url]
+        base["api"] = {
+            "host": self.settings.api.host,
+            "port": self.settings.api.port,
+            "tokens": [{"name": "demo-analyst", "token": token, "role": "analyst"}],
+        }
+        config = self.dir / "config.yaml"
+        config.write_text(yaml.safe_dump(base, allow_unicode=True, sort_keys=False))
+        config.chmod(0o600)
+        return config
+
+    def _spawn(self, name: str, args: list[str], config: Path, env: dict[str, str]) -> None:
+        log_file = (self.dir / "logs" / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "socpipe", *args, "--config", str(config)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env, "PYTHONUTF8": "1"},
+        )
+        log_file.close()
+
+    def _start_stages(self, config: Path) -> None:
+        for agency in AGENCIES:
+            log_path = self.dir / f"{agency.id}-auth.log"
+            log_path.touch()
+            self._spawn(f"collect-{agency.id}", ["collect", str(log_path)], config, {
+                "SOCPIPE_AGENCY__ID": agency.id,
+                "SOCPIPE_AGENCY__TIER": agency.tier,
+                "SOCPIPE_AGENCY__NAME": agency.name,
+                "SOCPIPE_COLLECTOR__ID": f"demo-{agency.id}",
+                "SOCPIPE_COLLECTOR__HOST": agency.host,
+                "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(
+                    self.dir / "checkpoints" / f"{agency.id}.json"),
+            })
+        self._spawn("detect", ["detect"], config, {})
+        self._spawn("alert", ["alert"], config, {})
+        self._spawn("api", ["api"], config, {})
+
+    def _wait_for_api(self, url: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_stages()
+            try:
+                if httpx.get(url + "health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the API did not answer at {url} within {timeout_s:.0f}s; "
+                           f"see {self.dir / 'logs' / 'api.log'}")
+
+    def _check_stages(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"stage {name} exited with code {proc.returncode}; "
+                                   f"see {self.dir / 'logs' / f'{name}.log'}")
+
+    def _stop_stages(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.processes.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.console.print(f"[yellow]{name} did not stop in 30s; killing it[/]")
+                proc.kill()
+
+    def _feed(self, rate: float) -> None:
+        """Append the sample to each agency's log in blocks, with current timestamps, forever."""
+        lines = sshd_lines()
+        block = max(1, int(rate))
+        handles = {a.id: (self.dir / f"{a.id}-auth.log").open("a", encoding="utf-8")
+                   for a in AGENCIES}
+        try:
+            position = 0
+            while not self.stop.is_set():
+                for index, agency in enumerate(AGENCIES):
+                    start = (position + index * len(lines) // 2) % len(lines)
+                    chunk = [lines[(start + i) % len(lines)] for i in range(block)]
+                    handles[agency.id].write("\n".join(restamp(chunk, agency.host)) + "\n")
+                    handles[agency.id].flush()
+                position = (position + block) % len(lines)
+                self.stop.wait(1.0)
+        finally:
+            for handle in handles.values():
+                handle.close()

@@ -1,0 +1,29 @@
+"""Elasticsearch client from settings, with TLS, API key or basic auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from socpipe.settings import ElasticsearchSettings
+
+
+def make_elasticsearch(settings: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:
+    """A client for the cluster in ``settings``; credentials come from SecretStr fields."""
+    options: dict[str, Any] = {
+        "hosts": list(settings.hosts),
+        "request_timeout": settings.request_timeout_s,
+        "retry_on_timeout": True,
+        "max_retries": 3,
+    }
+    if settings.api_key is not None:
+        options["api_key"] = settings.api_key.get_secret_value()
+    elif settings.username and settings.password is not None:
+        options["basic_auth"] = (settings.username, settings.password.get_secret_value())
+    if any(host.startswith("https") for host in settings.hosts):
+        options["verify_certs"] = settings.verify_certs
+        if settings.ca_certs:
+            options["ca_certs"] = str(settings.ca_certs)
+    options.update(overrides)
+    return Elasticsearch(**options)

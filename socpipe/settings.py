@@ -1,0 +1,326 @@
+"""Settings for every socpipe process, read once at start.
+
+Sources, highest first: keyword arguments, environment variables with the ``SOCPIPE_`` prefix
+(nested keys joined by ``__``, as in ``SOCPIPE_KAFKA__BOOTSTRAP_SERVERS``), then the YAML file
+named by ``SOCPIPE_CONFIG`` or ``--config``, then defaults. Every model forbids unknown keys, so a
+misspelt key fails at start with its path (``kafka.topics.rw``) instead of being ignored.
+Secrets are ``SecretStr``: they never appear in a repr, a log line or ``model_dump``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from socpipe.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tier(StrEnum):
+    """The two tiers of the local government."""
+
+    PROVINCE = "province"
+    COMMUNE = "commune"
+
+
+class TopicSpec(_Section):
+    """How one topic is created: partitions, replication and retention."""
+
+    partitions: int = Field(default=3, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+
+
+class Topics(_Section):
+    """Topic names of ARCHITECTURE.md; a test run can give them a prefix of its own."""
+
+    raw: str = "soc.raw"
+    events: str = "soc.events"
+    detections: str = "soc.detections"
+    dlq: str = "soc.dlq"
+    correlate: str = "soc.correlate"
+    rules: str = "soc.rules"
+    heartbeats: str = "soc.heartbeats"
+
+    def all(self) -> dict[str, str]:
+        """Logical name to topic name."""
+        return dict(self.model_dump())
+
+
+def _default_topic_specs() -> dict[str, TopicSpec]:
+    return {
+        "raw": TopicSpec(partitions=6),
+        "events": TopicSpec(partitions=6),
+        "detections": TopicSpec(partitions=3),
+        "dlq": TopicSpec(partitions=1, retention_ms=30 * 24 * 3600 * 1000),
+        "correlate": TopicSpec(partitions=6),
+        "rules": TopicSpec(partitions=1, retention_ms=-1, cleanup_policy="compact"),
+        "heartbeats": TopicSpec(partitions=1, retention_ms=3 * 24 * 3600 * 1000),
+    }
+
+
+class KafkaSettings(_Section):
+    """How every stage reaches Kafka. TLS and SASL are off locally, on in production."""
+
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    client_id: str = "socpipe"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    topics: Topics = Topics()
+    topic_specs: dict[str, TopicSpec] = Field(default_factory=_default_topic_specs)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        # Environment variables give "host:port,host:port".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("topic_specs")
+    @classmethod
+    def _known_topics(cls, value: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
+        unknown = sorted(set(value) - set(Topics.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown topic {', '.join(unknown)}; known: {', '.join(Topics.model_fields)}"
+            )
+        return {**_default_topic_specs(), **value}
+
+
+class ElasticsearchSettings(_Section):
+    """How the alerting stage and the API reach Elasticsearch."""
+
+    hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    index_prefix: str = Field(default="soc", pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    index_replicas: int = Field(default=0, ge=0, le=5)
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class AgencySettings(_Section):
+    """The agency a collector speaks for."""
+
+    id: str = Field(default="demo-agency", pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    tier: Tier = Tier.PROVINCE
+    name: str = ""
+
+
+class CollectorSettings(_Section):
+    """One collector process: who it is, what it tails, where it keeps its checkpoints."""
+
+    id: str = "collector-1"
+    host: str = Field(default_factory=lambda: os.uname().nodename)
+    paths: list[Path] = Field(default_factory=list)
+    format: str = "syslog"
+    checkpoint_file: Path = Path("socpipe-checkpoints.json")
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+
+class DetectorSettings(_Section):
+    """The detector worker: consumer group and batch size."""
+
+    group_id: str = "socpipe-detectors"
+    # Kafka messages per poll; each message carries up to collector.batch_size records.
+    batch_size: int = Field(default=50, ge=1)
+    syslog_timezone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("syslog_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)") from exc
+        return value
+
+
+class AlertingSettings(_Section):
+    """The alerting worker: consumer group, batch size and the dedup window."""
+
+    group_id: str = "socpipe-alerting"
+    batch_size: int = Field(default=500, ge=1)
+    dedup_window_s: int = Field(default=3600, ge=1)
+
+
+class Role(StrEnum):
+    """What an API user may do; enforced on the server."""
+
+    ANALYST = "analyst"
+    ADMIN = "admin"
+    AGENCY = "agency"
+
+
+class ApiToken(_Section):
+    """A bearer token for the API. Agency-scoped tokens see only their agency's data."""
+
+    name: str
+    token: SecretStr
+    role: Role = Role.ANALYST
+    agency: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a token needs at least 16 characters")
+        return value
+
+
+class ApiSettings(_Section):
+    """The API process."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    tokens: list[ApiToken] = Field(default_factory=list)
+
+
+class LocalServicesSettings(_Section):
+    """Kafka and Elasticsearch for one machine (dev, CI, the demo), run by deploy/local."""
+
+    home: Path | None = None
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = Field(default="768m", pattern=r"^\d+[mg]$")
+    es_port: int = Field(default=9200, ge=1, le=65535)
+    es_transport_port: int = Field(default=9300, ge=1, le=65535)
+    es_heap: str = Field(default="1g", pattern=r"^\d+[mg]$")
+    es_user: str = "socpipe-es"
+    java_home: Path | None = None
+    es_java_home: Path | None = None
+    start_timeout_s: float = Field(default=180.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything a socpipe process is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SOCPIPE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    agency: AgencySettings = AgencySettings()
+    collector: CollectorSettings = CollectorSettings()
+    detector: DetectorSettings = DetectorSettings()
+    alerting: AlertingSettings = AlertingSettings()
+    api: ApiSettings = ApiSettings()
+    local: LocalServicesSettings = LocalServicesSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() adds the YAML file below the environment.
+        return (init_settings, env_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown key")
+        else:
+            shown = "" if "secret" in path or "password" in path or "token" in path else (
+                f" (got {error.get('input')!r})"
+            )
+            lines.append(f"  {path}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``config`` (or ``$SOCPIPE_CONFIG``), the environment and overrides.
+
+    Raises ConfigError naming every bad key's path.
+    """
+    env_path = os.environ.get("SOCPIPE_CONFIG")
+    path = config or (Path(env_path) if env_path else None)
+    file_values = _read_yaml(path) if path else {}
+    origin = f"{path} and SOCPIPE_* environment" if path else "SOCPIPE_* environment"
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            yaml_source = InitSettingsSource(settings_cls, init_kwargs=file_values)
+            return (init_settings, env_settings, yaml_source)
+
+    try:
+        return _Loaded(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from exc
+    except SettingsError as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"invalid configuration ({origin}): {exc}{cause}") from exc

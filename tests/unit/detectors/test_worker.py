@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from detectors.checks import FailedPasswordCheck
+from detectors.worker import RawRecordHandler
+from socpipe.deadletter import DeadLetterWriter
+from socpipe.records import DeadLetter, Detection, EcsEvent, RawBatch, RawRecord, SourceRef
+from tests.support.kafka_double import InMemoryProducer, Message
+
+
+def raw_record(position: int, line: str) -> RawRecord:
+    source = SourceRef(type="file", path="/var/log/auth.log", format="syslog")
+    return RawRecord(
+        id=RawRecord.make_id("c1", source, "1:2", position),
+        agency={"id": "phuong-phuc-xa", "tier": "commune", "name": "UBND phường Phúc Xá"},  # type: ignore[arg-type]
+        collector={"id": "c1", "version": "0.1.0"},  # type: ignore[arg-type]
+        host="ubnd-phucxa-srv",
+        source=source,
+        received=datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+        position=position,
+        message=line,
+    )
+
+
+def handler(producer: InMemoryProducer) -> RawRecordHandler:
+    return RawRecordHandler(
+        producer,  # type: ignore[arg-type]
+        DeadLetterWriter(producer, "dlq", "detect"),  # type: ignore[arg-type]
+        events_topic="events",
+        detections_topic="detections",
+        checks=[FailedPasswordCheck()],
+        timezone="Asia/Ho_Chi_Minh",
+    )
+
+
+LINES = [
+    "Nov 27 09:59:01 ubnd-phucxa-srv sshd[811]: Failed password for root from 203.0.113.9 port 4242 ssh2",
+    "Nov 27 09:59:02 ubnd-phucxa-srv sshd[811]: Accepted publickey for nguyễn.văn.a from 10.0.0.5 port 5000 ssh2",
+    "this line is not syslog at all",
+    "Nov 27 09:59:03 ubnd-phucxa-srv CRON[12]: (root) CMD (run-parts /etc/cron.hourly)",
+]
+
+
+def test_events_detections_and_dead_letters() -> None:
+    producer = InMemoryProducer()
+    batch = RawBatch(records=[raw_record(i * 100, line) for i, line in enumerate(LINES)])
+    futures = handler(producer)([Message("soc.raw", 3, 41, b"k", batch.to_json())])
+
+    assert len(futures) == 5  # 2 events, 1 detection, 2 dead letters
+    events = [EcsEvent.from_json(m.value) for m in producer.sent["events"]]
+    assert [e.event.outcome for e in events] == ["failure", "success"]
+    assert events[1].user and events[1].user.name == "nguyễn.văn.a"
+    (detection,) = [Detection.from_json(m.value) for m in producer.sent["detections"]]
+    assert detection.entities.source_ip == "203.0.113.9"
+    assert detection.entities.agency == "phuong-phuc-xa"
+    assert producer.sent["detections"][0].key == detection.dedup_key.encode()
+
+    letters = [DeadLetter.from_json(m.value) for m in producer.sent["dlq"]]
+    assert [letter.stage for letter in letters] == ["detect", "detect"]
+    assert "soc.raw/3@41" in letters[0].reason and "/var/log/auth.log:200" in letters[0].reason
+    assert "not a syslog line" in letters[0].reason
+    assert "not an sshd line" in letters[1].reason
+    assert RawRecord.from_json(letters[0].original).message == LINES[2]
+    assert letters[0].agency == "phuong-phuc-xa"
+
+
+def test_undecodable_message_goes_to_the_dlq_whole() -> None:
+    producer = InMemoryProducer()
+    futures = handler(producer)([
+        Message("soc.raw", 0, 7, None, b"\xff\xfe garbage"),
+        Message("soc.raw", 0, 8, None, orjson.dumps({"v": 1, "records": []})),
+    ])
+    assert len(futures) == 2
+    letters = [DeadLetter.from_json(m.value) for m in producer.sent["dlq"]]
+    assert "soc.raw/0@7: not valid JSON" in letters[0].reason
+    assert letters[0].offset == 7 and letters[1].offset == 8
+    assert "records" in letters[1].reason
+    assert "events" not in producer.sent
+
+
+def test_same_input_gives_same_ids() -> None:
+    first, second = InMemoryProducer(), InMemoryProducer()
+    batch = RawBatch(records=[raw_record(0, LINES[0])]).to_json()
+    handler(first)([Message("soc.raw", 0, 1, None, batch)])
+    handler(second)([Message("soc.raw", 0, 1, None, batch)])
+    assert first.sent["detections"][0].value == second.sent["detections"][0].value
