@@ -9,6 +9,8 @@ the arithmetic; a store only reads, writes and retries.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,8 +105,13 @@ def _matches(alert: Alert, query: AlertQuery) -> bool:
         query.text is None
         or query.text.casefold()
         in " ".join(
-            str(v) for v in (alert.rule.title, alert.entities.host, alert.entities.user,
-                             alert.entities.source_ip)
+            str(v)
+            for v in (
+                alert.rule.title,
+                alert.entities.host,
+                alert.entities.user,
+                alert.entities.source_ip,
+            )
         ).casefold(),
     )
     return all(checks)
@@ -124,8 +131,13 @@ class InMemoryAlertStore(AlertStore):
         result = ApplyResult()
         for item in batch:
             key = alert_id(item.detection, self.window_s)
-            folded = fold(self.alerts.get(key), item.detection, window_s=self.window_s,
-                          source=item.source, offset=item.offset)
+            folded = fold(
+                self.alerts.get(key),
+                item.detection,
+                window_s=self.window_s,
+                source=item.source,
+                offset=item.offset,
+            )
             if folded is None:
                 result.replays += 1
             else:
@@ -134,8 +146,11 @@ class InMemoryAlertStore(AlertStore):
         return result
 
     def search(self, query: AlertQuery) -> AlertPage:
-        hits = sorted((a for a in self.alerts.values() if _matches(a, query)),
-                      key=lambda a: a.last_seen, reverse=True)
+        hits = sorted(
+            (a for a in self.alerts.values() if _matches(a, query)),
+            key=lambda a: a.last_seen,
+            reverse=True,
+        )
         return AlertPage(alerts=hits[: query.limit], total=len(hits))
 
     def get(self, alert_id: str) -> Alert | None:
@@ -152,7 +167,7 @@ class ElasticsearchAlertStore(AlertStore):
     instead of scripts, which the local Elasticsearch does not have.
     """
 
-    MAX_ATTEMPTS = 5
+    MAX_ATTEMPTS = 8
 
     def __init__(
         self, client: Elasticsearch, prefix: str, window_s: int, replicas: int = 0
@@ -181,9 +196,13 @@ class ElasticsearchAlertStore(AlertStore):
         pending: dict[str, list[SourcedDetection]] = {}
         for item in batch:
             pending.setdefault(alert_id(item.detection, self.window_s), []).append(item)
-        for _attempt in range(self.MAX_ATTEMPTS):
+        for attempt in range(self.MAX_ATTEMPTS):
             if not pending:
                 break
+            if attempt:
+                # Another writer (a second worker after a rebalance, or an analyst's update)
+                # changed these alerts; back off a little, with jitter, before re-reading.
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311
             pending = self._apply_round(pending, result)
         for items in pending.values():
             for item in items:
@@ -204,8 +223,13 @@ class ElasticsearchAlertStore(AlertStore):
             current = Alert.model_validate(doc["_source"]) if doc.get("found") else None
             alert = current
             for item in pending[key]:
-                folded = fold(alert, item.detection, window_s=self.window_s,
-                              source=item.source, offset=item.offset)
+                folded = fold(
+                    alert,
+                    item.detection,
+                    window_s=self.window_s,
+                    source=item.source,
+                    offset=item.offset,
+                )
                 if folded is None:
                     result.replays += 1
                 else:
@@ -216,9 +240,16 @@ class ElasticsearchAlertStore(AlertStore):
             if current is None:
                 operations.append({"create": {"_index": index, "_id": key}})
             else:
-                operations.append({"index": {"_index": index, "_id": key,
-                                             "if_seq_no": doc["_seq_no"],
-                                             "if_primary_term": doc["_primary_term"]}})
+                operations.append(
+                    {
+                        "index": {
+                            "_index": index,
+                            "_id": key,
+                            "if_seq_no": doc["_seq_no"],
+                            "if_primary_term": doc["_primary_term"],
+                        }
+                    }
+                )
             operations.append(alert.to_dict())
             planned.append(key)
         if not operations:
@@ -258,11 +289,20 @@ class ElasticsearchAlertStore(AlertStore):
             filters.append({"range": {"last_seen": bounds}})
         must: list[dict[str, Any]] = []
         if query.text:
-            must.append({"simple_query_string": {
-                "query": query.text,
-                "fields": ["rule.title", "entities.host", "entities.user", "entities.agency"],
-                "default_operator": "and",
-            }})
+            must.append(
+                {
+                    "simple_query_string": {
+                        "query": query.text,
+                        "fields": [
+                            "rule.title",
+                            "entities.host",
+                            "entities.user",
+                            "entities.agency",
+                        ],
+                        "default_operator": "and",
+                    }
+                }
+            )
         try:
             response = self.client.search(
                 index=self.alias,

@@ -66,7 +66,11 @@ def alert_template(alias: str, replicas: int = 0) -> dict[str, Any]:
         "index_patterns": [f"{alias}-*"],
         "priority": 200,
         "template": {
-            "settings": {"number_of_shards": 1, "number_of_replicas": replicas, "refresh_interval": "1s"},
+            "settings": {
+                "number_of_shards": 1,
+                "number_of_replicas": replicas,
+                "refresh_interval": "1s",
+            },
             "aliases": {alias: {}},
             "mappings": {"dynamic": "strict", "properties": ALERT_PROPERTIES},
         },

@@ -34,36 +34,60 @@ class AlertIndexer:
             try:
                 detection = Detection.from_json(record.value, where=where)
             except RecordError as exc:
-                futures.append(self.dlq.send(str(exc), record.value, topic=record.topic,
-                                             partition=record.partition, offset=record.offset))
+                futures.append(
+                    self.dlq.send(
+                        str(exc),
+                        record.value,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    )
+                )
                 continue
-            batch.append(SourcedDetection(detection, f"{record.topic}:{record.partition}",
-                                          record.offset))
+            batch.append(
+                SourcedDetection(detection, f"{record.topic}:{record.partition}", record.offset)
+            )
         if batch:
             # Raises if Elasticsearch is unreachable: the batch is then not committed.
             result = self.store.apply(batch)
             for item, reason in result.failed:
-                futures.append(self.dlq.send(
-                    reason, item.detection.to_json(), topic=item.source.split(":")[0],
-                    partition=int(item.source.rsplit(":", 1)[1]), offset=item.offset,
-                    agency=item.detection.entities.agency, record_id=item.detection.id))
-            log.debug("alerts written %d, replays skipped %d, failed %d",
-                      result.written, result.replays, len(result.failed))
+                futures.append(
+                    self.dlq.send(
+                        reason,
+                        item.detection.to_json(),
+                        topic=item.source.split(":")[0],
+                        partition=int(item.source.rsplit(":", 1)[1]),
+                        offset=item.offset,
+                        agency=item.detection.entities.agency,
+                        record_id=item.detection.id,
+                    )
+                )
+            log.debug(
+                "alerts written %d, replays skipped %d, failed %d",
+                result.written,
+                result.replays,
+                len(result.failed),
+            )
         return futures
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Run the alerting stage until ``stop`` is set."""
     es = make_elasticsearch(settings.elasticsearch)
-    store = ElasticsearchAlertStore(es, settings.elasticsearch.index_prefix,
-                                    settings.alerting.dedup_window_s,
-                                    settings.elasticsearch.index_replicas)
+    store = ElasticsearchAlertStore(
+        es,
+        settings.elasticsearch.index_prefix,
+        settings.alerting.dedup_window_s,
+        settings.elasticsearch.index_replicas,
+    )
     store.ensure_ready()
     producer = make_producer(settings.kafka)
-    consumer = make_consumer(settings.kafka, settings.alerting.group_id,
-                             [settings.kafka.topics.detections])
+    consumer = make_consumer(
+        settings.kafka, settings.alerting.group_id, [settings.kafka.topics.detections]
+    )
     dlq = DeadLetterWriter(producer, settings.kafka.topics.dlq, "alert")
-    loop = StreamLoop(consumer, producer, AlertIndexer(store, dlq),
-                      max_records=settings.alerting.batch_size)
+    loop = StreamLoop(
+        consumer, producer, AlertIndexer(store, dlq), max_records=settings.alerting.batch_size
+    )
     log.info("alerting from %s into %s", settings.kafka.topics.detections, store.alias)
     loop.run(stop)

@@ -30,8 +30,9 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
     # Swagger UI loads its assets from a CDN, which the SOC network does not reach. The OpenAPI
     # document is served at /openapi.json to authenticated callers only, like every route but
     # /health.
-    app = FastAPI(title="socpipe", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="socpipe", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_user: CurrentUser) -> dict[str, Any]:

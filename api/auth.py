@@ -27,8 +27,9 @@ class Principal:
         if self.agency is None:
             return requested
         if requested is not None and requested != self.agency:
-            raise HTTPException(status.HTTP_403_FORBIDDEN,
-                                detail=f"this account may only read agency {self.agency}")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail=f"this account may only read agency {self.agency}"
+            )
         return self.agency
 
 

@@ -30,13 +30,20 @@ class FileCollector:
         paths = paths if paths is not None else list(settings.collector.paths)
         if not paths:
             raise ValueError("no files to collect: set collector.paths or give paths")
-        agency = AgencyRef(id=settings.agency.id, tier=settings.agency.tier,
-                           name=settings.agency.name or None)
+        agency = AgencyRef(
+            id=settings.agency.id, tier=settings.agency.tier, name=settings.agency.name or None
+        )
         collector = CollectorRef(id=settings.collector.id, version=__version__)
         self.store = CheckpointStore(settings.collector.checkpoint_file)
         self.sources = [
-            FileTailSource(path, self.store, agency=agency, collector=collector,
-                           host=settings.collector.host, fmt=settings.collector.format)
+            FileTailSource(
+                path,
+                self.store,
+                agency=agency,
+                collector=collector,
+                host=settings.collector.host,
+                fmt=settings.collector.format,
+            )
             for path in paths
         ]
         self.topic = settings.kafka.topics.raw
@@ -57,8 +64,12 @@ class FileCollector:
                 except KafkaError as exc:
                     # Not acknowledged: forget what was read so the next round re-reads it from
                     # the checkpoint. (The disk spool of the collectors issue replaces this.)
-                    log.warning("Kafka did not acknowledge %d records from %s: %s; retrying",
-                                len(batch.records), source.path, exc)
+                    log.warning(
+                        "Kafka did not acknowledge %d records from %s: %s; retrying",
+                        len(batch.records),
+                        source.path,
+                        exc,
+                    )
                     source.close()
                     continue
                 shipped += len(batch.records)
@@ -68,8 +79,12 @@ class FileCollector:
 
     def run(self, stop: threading.Event) -> None:
         """Ship until ``stop`` is set; sleeps between polls only when there was nothing new."""
-        log.info("collecting %s for agency %s as %s", [str(s.path) for s in self.sources],
-                 self.settings.agency.id, self.settings.collector.id)
+        log.info(
+            "collecting %s for agency %s as %s",
+            [str(s.path) for s in self.sources],
+            self.settings.agency.id,
+            self.settings.collector.id,
+        )
         try:
             while not stop.is_set():
                 if self.run_once() == 0:
@@ -79,3 +94,8 @@ class FileCollector:
                 source.close()
             self.producer.close(timeout=30)
             log.info("collector stopped after shipping %d records", self.shipped)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Run the file collector until ``stop`` is set."""
+    FileCollector(settings).run(stop)

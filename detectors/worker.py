@@ -87,17 +87,15 @@ class RawRecordHandler:
                     self.producer.send(self.events_topic, key=key, value=event.to_json())
                 )
                 self.events += 1
-                for check in self.checks:
-                    detection = check.evaluate(event)
-                    if detection is not None:
-                        futures.append(
-                            self.producer.send(
-                                self.detections_topic,
-                                key=detection.dedup_key.encode(),
-                                value=detection.to_json(),
-                            )
+                for detection in detections:
+                    futures.append(
+                        self.producer.send(
+                            self.detections_topic,
+                            key=detection.dedup_key.encode(),
+                            value=detection.to_json(),
                         )
-                        self.detections += 1
+                    )
+                    self.detections += 1
         return futures
 
 

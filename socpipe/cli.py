@@ -22,10 +22,14 @@ from rich.table import Table
 from socpipe.errors import SocpipeError
 from socpipe.settings import Settings, load_settings
 
-app = typer.Typer(help="socpipe: a SOC log pipeline for a provincial government.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-services_app = typer.Typer(help="Local Kafka and Elasticsearch (deploy/local).",
-                           no_args_is_help=True)
+app = typer.Typer(
+    help="socpipe: a SOC log pipeline for a provincial government.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(
+    help="Local Kafka and Elasticsearch (deploy/local).", no_args_is_help=True
+)
 config_app = typer.Typer(help="Check and show configuration.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
@@ -33,8 +37,13 @@ app.add_typer(config_app, name="config")
 console = Console(stderr=True)
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file (default: $SOCPIPE_CONFIG)",
-                 exists=True, dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (default: $SOCPIPE_CONFIG)",
+        exists=True,
+        dir_okay=False,
+    ),
 ]
 
 
@@ -73,22 +82,31 @@ def _local(config: Path | None) -> Any:
 def _print_status(statuses: list[Any]) -> None:
     table = Table("service", "state", "pid", "address", "memory", "log")
     for item in statuses:
-        state = "healthy" if item.healthy else ("running, not answering" if item.running
-                                                else "stopped")
+        state = (
+            "healthy" if item.healthy else ("running, not answering" if item.running else "stopped")
+        )
         if item.detail:
             state += f" ({item.detail})"
         memory = f"{item.rss_bytes / 2**20:,.0f} MiB" if item.rss_bytes else "-"
-        table.add_row(item.name, state, str(item.pid or "-"), item.url, memory,
-                      str(item.log_file))
+        table.add_row(item.name, state, str(item.pid or "-"), item.url, memory, str(item.log_file))
     Console().print(table)
 
 
 @services_app.command("up")
-def services_up(config: ConfigOption = None) -> None:
+def services_up(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="kafka, elasticsearch (default: both)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
     """Fetch (once), start and wait for Kafka and Elasticsearch. Idempotent."""
+    from socpipe.localservices import SERVICES
+
     local = _local(config)
     started = time.monotonic()
-    statuses = local.up(progress=lambda msg: console.print(f"[cyan]•[/] {msg}"))
+    statuses = local.up(
+        progress=lambda msg: console.print(f"[cyan]•[/] {msg}"), names=names or SERVICES
+    )
     _print_status(statuses)
     console.print(f"services up in {time.monotonic() - started:.1f}s")
 
@@ -134,15 +152,17 @@ def topics(config: ConfigOption = None) -> None:
 
 @app.command("collect")
 def collect(
-    paths: Annotated[list[Path] | None, typer.Argument(help="files to tail (default: "
-                                                       "collector.paths)")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="files to tail (default: collector.paths)")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Tail files and ship their lines to soc.raw."""
     settings = _settings(config)
     if paths:
         settings = settings.model_copy(
-            update={"collector": settings.collector.model_copy(update={"paths": paths})})
+            update={"collector": settings.collector.model_copy(update={"paths": paths})}
+        )
     _run_stage("collectors.worker", settings)
 
 
@@ -165,17 +185,24 @@ def api(config: ConfigOption = None) -> None:
 
     settings = _settings(config)
     if not settings.api.tokens:
-        console.print("[yellow]no api.tokens configured: every route but /health will "
-                      "answer 401[/]")
+        console.print(
+            "[yellow]no api.tokens configured: every route but /health will answer 401[/]"
+        )
     application = importlib.import_module("api.app").create_app(settings)
-    uvicorn.run(application, host=settings.api.host, port=settings.api.port,
-                log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(
+        application,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 @app.command("demo")
 def demo(
-    duration: Annotated[float, typer.Option(help="stop after this many seconds (0: run until "
-                                                 "Ctrl-C)")] = 0.0,
+    duration: Annotated[
+        float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")
+    ] = 0.0,
     rate: Annotated[float, typer.Option(help="lines per second per agency")] = 40.0,
     config: ConfigOption = None,
 ) -> None:

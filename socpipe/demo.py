@@ -71,8 +71,10 @@ class DemoRun:
             source = loghub_openssh() or "generated sshd lines (no ../shared/data here)"
             feeder = threading.Thread(target=self._feed, args=(rate,), daemon=True)
             feeder.start()
-            say(f"\n[bold green]socpipe is running.[/] Feeding {source} for "
-                f"{', '.join(a.name for a in AGENCIES)}.")
+            say(
+                f"\n[bold green]socpipe is running.[/] Feeding {source} for "
+                f"{', '.join(a.name for a in AGENCIES)}."
+            )
             say(f"  console:   [bold]{url}[/]  (sign in with the token below)")
             say(f"  API token: {token}   (also in {self.dir / 'api-token'})")
             say(f"  try:       curl -H 'Authorization: Bearer {token}' {url}alerts")
@@ -116,7 +118,9 @@ class DemoRun:
         log_file = (self.dir / "logs" / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "socpipe", *args, "--config", str(config)],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **env, "PYTHONUTF8": "1"},
         )
         log_file.close()
@@ -125,15 +129,21 @@ class DemoRun:
         for agency in AGENCIES:
             log_path = self.dir / f"{agency.id}-auth.log"
             log_path.touch()
-            self._spawn(f"collect-{agency.id}", ["collect", str(log_path)], config, {
-                "SOCPIPE_AGENCY__ID": agency.id,
-                "SOCPIPE_AGENCY__TIER": agency.tier,
-                "SOCPIPE_AGENCY__NAME": agency.name,
-                "SOCPIPE_COLLECTOR__ID": f"demo-{agency.id}",
-                "SOCPIPE_COLLECTOR__HOST": agency.host,
-                "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(
-                    self.dir / "checkpoints" / f"{agency.id}.json"),
-            })
+            self._spawn(
+                f"collect-{agency.id}",
+                ["collect", str(log_path)],
+                config,
+                {
+                    "SOCPIPE_AGENCY__ID": agency.id,
+                    "SOCPIPE_AGENCY__TIER": agency.tier,
+                    "SOCPIPE_AGENCY__NAME": agency.name,
+                    "SOCPIPE_COLLECTOR__ID": f"demo-{agency.id}",
+                    "SOCPIPE_COLLECTOR__HOST": agency.host,
+                    "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(
+                        self.dir / "checkpoints" / f"{agency.id}.json"
+                    ),
+                },
+            )
         self._spawn("detect", ["detect"], config, {})
         self._spawn("alert", ["alert"], config, {})
         self._spawn("api", ["api"], config, {})
@@ -148,14 +158,18 @@ class DemoRun:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"the API did not answer at {url} within {timeout_s:.0f}s; "
-                           f"see {self.dir / 'logs' / 'api.log'}")
+        raise RuntimeError(
+            f"the API did not answer at {url} within {timeout_s:.0f}s; "
+            f"see {self.dir / 'logs' / 'api.log'}"
+        )
 
     def _check_stages(self) -> None:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"stage {name} exited with code {proc.returncode}; "
-                                   f"see {self.dir / 'logs' / f'{name}.log'}")
+                raise RuntimeError(
+                    f"stage {name} exited with code {proc.returncode}; "
+                    f"see {self.dir / 'logs' / f'{name}.log'}"
+                )
 
     def _stop_stages(self) -> None:
         for proc in self.processes.values():
@@ -172,8 +186,9 @@ class DemoRun:
         """Append the sample to each agency's log in blocks, with current timestamps, forever."""
         lines = sshd_lines()
         block = max(1, int(rate))
-        handles = {a.id: (self.dir / f"{a.id}-auth.log").open("a", encoding="utf-8")
-                   for a in AGENCIES}
+        handles = {
+            a.id: (self.dir / f"{a.id}-auth.log").open("a", encoding="utf-8") for a in AGENCIES
+        }
         try:
             position = 0
             while not self.stop.is_set():

@@ -1,10 +1,10 @@
 """The errors socpipe raises on purpose.
 
-    SocpipeError
-    ├── ConfigError        a setting or config file is wrong; the message names the key's path
-    ├── RecordError        a record cannot be decoded or fails its schema; says which and why
-    └── ServiceError       a local service (Kafka, Elasticsearch) did not start or answer;
-                           the message names its log file
+SocpipeError
+├── ConfigError        a setting or config file is wrong; the message names the key's path
+├── RecordError        a record cannot be decoded or fails its schema; says which and why
+└── ServiceError       a local service (Kafka, Elasticsearch) did not start or answer;
+                       the message names its log file
 """
 
 from __future__ import annotations

@@ -108,7 +108,9 @@ def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -
             try:
                 admin.create_topics([topic_obj], validate_only=False)
                 created.append(topic_obj.name)
-                log.info("created topic %s (%d partitions)", topic_obj.name, topic_obj.num_partitions)
+                log.info(
+                    "created topic %s (%d partitions)", topic_obj.name, topic_obj.num_partitions
+                )
             except TopicAlreadyExistsError:
                 # Another process created it between our listing and now.
                 pass

@@ -20,11 +20,13 @@ Elasticsearch refuses to run as root, so when we are root it runs as a system us
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import string
 import subprocess
@@ -32,7 +34,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +114,9 @@ class LocalServices:
 
     @property
     def es_zip(self) -> Path:
-        return self.home / "cache" / "downloads" / f"elasticsearch-{self.versions.elasticsearch}.zip"
+        return (
+            self.home / "cache" / "downloads" / f"elasticsearch-{self.versions.elasticsearch}.zip"
+        )
 
     @property
     def es_dir(self) -> Path:
@@ -144,11 +148,23 @@ class LocalServices:
             raise ServiceError("Maven (mvn) is not on PATH; install it (apt-get install maven)")
         cache = self.home / "cache"
         cache.mkdir(parents=True, exist_ok=True)
-        log.info("fetching Kafka %s and Elasticsearch %s through Maven into %s",
-                 self.versions.kafka, self.versions.elasticsearch, cache)
+        log.info(
+            "fetching Kafka %s and Elasticsearch %s through Maven into %s",
+            self.versions.kafka,
+            self.versions.elasticsearch,
+            cache,
+        )
         result = subprocess.run(
-            [mvn, "-B", "-ntp", "-q", "-f", str(self.deploy_dir / "pom.xml"), "package",
-             f"-Dsocpipe.cache={cache}"],
+            [
+                mvn,
+                "-B",
+                "-ntp",
+                "-q",
+                "-f",
+                str(self.deploy_dir / "pom.xml"),
+                "package",
+                f"-Dsocpipe.cache={cache}",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -190,7 +206,11 @@ class LocalServices:
         conf = self.home / "conf" / "elasticsearch"
         if not conf.exists():
             shutil.copytree(self.es_dir / "config", conf)
-        for path in (conf, self.home / "data" / "elasticsearch", self.home / "logs" / "elasticsearch"):
+        for path in (
+            conf,
+            self.home / "data" / "elasticsearch",
+            self.home / "logs" / "elasticsearch",
+        ):
             path.mkdir(parents=True, exist_ok=True)
             if owner is not None:
                 _chown_tree(path, owner)
@@ -210,34 +230,57 @@ class LocalServices:
             pass
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         result = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", name],
-            capture_output=True, text=True, check=False,
+            [
+                useradd,
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
-            raise ServiceError(f"cannot create user {name} for Elasticsearch: {result.stderr.strip()}")
+            raise ServiceError(
+                f"cannot create user {name} for Elasticsearch: {result.stderr.strip()}"
+            )
         return pwd.getpwnam(name)
 
     # --- start and stop -----------------------------------------------------------------------
 
-    def up(self, progress: Callable[[str], None] = lambda _msg: None) -> list[ServiceStatus]:
-        """Start what is not running and wait until both answer. Idempotent."""
+    def up(
+        self,
+        progress: Callable[[str], None] = lambda _msg: None,
+        names: Sequence[str] = SERVICES,
+    ) -> list[ServiceStatus]:
+        """Start the named services that do not answer yet and wait until they do. Idempotent."""
+        unknown = sorted(set(names) - set(SERVICES))
+        if unknown:
+            raise ServiceError(
+                f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}"
+            )
         for path in ("run", "logs", "conf", "data"):
             (self.home / path).mkdir(parents=True, exist_ok=True)
         progress("fetching through Maven (cached after the first run)")
         self.fetch()
-        self.install_elasticsearch()
         started: dict[str, subprocess.Popen[bytes]] = {}
-        if self._kafka_healthy():
-            progress(f"Kafka already answers at {self.kafka_bootstrap}")
-        else:
-            progress(f"starting Kafka {self.versions.kafka}")
-            started["kafka"] = self._start_kafka()
-        if self._es_healthy():
-            progress(f"Elasticsearch already answers at {self.es_url}")
-        else:
-            progress(f"starting Elasticsearch {self.versions.elasticsearch}")
-            started["elasticsearch"] = self._start_elasticsearch()
+        if "kafka" in names:
+            if self._kafka_healthy():
+                progress(f"Kafka already answers at {self.kafka_bootstrap}")
+            else:
+                progress(f"starting Kafka {self.versions.kafka}")
+                started["kafka"] = self._start_kafka()
+        if "elasticsearch" in names:
+            if self._es_healthy():
+                progress(f"Elasticsearch already answers at {self.es_url}")
+            else:
+                self.install_elasticsearch()
+                progress(f"starting Elasticsearch {self.versions.elasticsearch}")
+                started["elasticsearch"] = self._start_elasticsearch()
         checks = {"kafka": self._kafka_healthy, "elasticsearch": self._es_healthy}
         deadline = time.monotonic() + self.settings.start_timeout_s
         for name, proc in started.items():
@@ -249,18 +292,21 @@ class LocalServices:
                         f"see {self.log_file(name)}\n{self._tail(name, 15)}"
                     )
                 if time.monotonic() > deadline:
+                    limit = self.settings.start_timeout_s
                     raise ServiceError(
-                        f"{name} did not become healthy within {self.settings.start_timeout_s:.0f}s;"
+                        f"{name} did not become healthy within {limit:.0f}s;"
                         f" see {self.log_file(name)}\n{self._tail(name, 15)}"
                     )
                 time.sleep(1.0)
         return self.status()
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str],
-               user: pwd.struct_passwd | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], user: pwd.struct_passwd | None = None
+    ) -> subprocess.Popen[bytes]:
         log_path = self.log_file(name)
         with log_path.open("ab") as out:
-            out.write(f"\n--- socpipe starting {name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            out.write(f"\n--- socpipe starting {name} at {stamp}\n".encode())
             out.flush()
             proc = subprocess.Popen(
                 argv,
@@ -296,11 +342,13 @@ class LocalServices:
         logs_dir.mkdir(parents=True, exist_ok=True)
         template = string.Template((self.deploy_dir / "kafka" / "server.properties").read_text())
         props = conf_dir / "server.properties"
-        props.write_text(template.substitute(
-            kafka_port=self.settings.kafka_port,
-            controller_port=self.settings.kafka_controller_port,
-            log_dirs=data_dir,
-        ))
+        props.write_text(
+            template.substitute(
+                kafka_port=self.settings.kafka_port,
+                controller_port=self.settings.kafka_controller_port,
+                log_dirs=data_dir,
+            )
+        )
         java = self._java(self.settings.java_home)
         classpath = f"{self.kafka_libs}/*"
         log_opts = [
@@ -311,24 +359,50 @@ class LocalServices:
         if not (data_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             result = subprocess.run(
-                [java, *log_opts, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                 "--standalone", "-t", cluster_id, "-c", str(props), "--ignore-formatted"],
-                capture_output=True, text=True, env=env, check=False,
+                [
+                    java,
+                    *log_opts,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
             )
             if result.returncode != 0:
-                raise ServiceError(
-                    f"formatting Kafka's storage in {data_dir} failed:\n{result.stdout}{result.stderr}"
-                )
+                output = result.stdout + result.stderr
+                raise ServiceError(f"formatting Kafka's storage in {data_dir} failed:\n{output}")
         heap = self.settings.kafka_heap
-        argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true", *log_opts, "-cp", classpath, "kafka.Kafka", str(props)]
+        argv = [
+            java,
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            *log_opts,
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props),
+        ]
         return self._spawn("kafka", argv, env)
 
     def _start_elasticsearch(self) -> subprocess.Popen[bytes]:
         self._stop_stale("elasticsearch")
         owner = self._es_owner()
-        java_home = self.settings.es_java_home or self.settings.java_home or _java_home_of(
-            self._java(None))
+        java_home = (
+            self.settings.es_java_home or self.settings.java_home or _java_home_of(self._java(None))
+        )
         heap = self.settings.es_heap
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -369,19 +443,15 @@ class LocalServices:
         if pid is None:
             self.pid_file(name).unlink(missing_ok=True)
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout_s
         while _group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.3)
         if _group_alive(pid):
             log.warning("%s did not stop within %.0fs; killing it", name, timeout_s)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.pid_file(name).unlink(missing_ok=True)
         return True
 
@@ -396,6 +466,11 @@ class LocalServices:
     # --- health and status --------------------------------------------------------------------
 
     def _kafka_healthy(self) -> bool:
+        # A closed port answers at once; only then is the (slower) Kafka handshake worth it.
+        try:
+            socket.create_connection(("127.0.0.1", self.settings.kafka_port), timeout=1.0).close()
+        except OSError:
+            return False
         # The admin client's bootstrap sends ApiVersions; listing topics proves the broker serves.
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
@@ -404,13 +479,16 @@ class LocalServices:
             admin = KafkaAdminClient(
                 bootstrap_servers=[self.kafka_bootstrap],
                 request_timeout_ms=3000,
+                bootstrap_timeout_ms=5000,
             )
-        except (KafkaError, OSError, ValueError):
+        except (KafkaError, OSError) as exc:
+            log.debug("Kafka at %s does not answer yet: %s", self.kafka_bootstrap, exc)
             return False
         try:
             admin.list_topics()
             return True
-        except (KafkaError, OSError):
+        except (KafkaError, OSError) as exc:
+            log.debug("Kafka at %s does not serve yet: %s", self.kafka_bootstrap, exc)
             return False
         finally:
             admin.close()
@@ -435,11 +513,18 @@ class LocalServices:
         ):
             pid = self._pid(name)
             detail = "" if pid or not healthy else "answers, but was not started by socpipe"
-            out.append(ServiceStatus(
-                name=name, running=pid is not None or healthy, healthy=healthy, pid=pid, url=url,
-                log_file=self.log_file(name), rss_bytes=_group_rss(pid) if pid else 0,
-                detail=detail,
-            ))
+            out.append(
+                ServiceStatus(
+                    name=name,
+                    running=pid is not None or healthy,
+                    healthy=healthy,
+                    pid=pid,
+                    url=url,
+                    log_file=self.log_file(name),
+                    rss_bytes=_group_rss(pid) if pid else 0,
+                    detail=detail,
+                )
+            )
         return out
 
     def _tail(self, name: str, lines: int) -> str:
@@ -448,7 +533,7 @@ class LocalServices:
     def tail(self, name: str, lines: int = 50) -> list[str]:
         """The last lines of a service's console log (and its own log, for Kafka's server.log)."""
         if name not in SERVICES:
-            raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+            raise ServiceError(f"unknown service {name}; known: {', '.join(SERVICES)}")
         path = self.log_file(name)
         if not path.exists():
             return [f"(no log yet at {path})"]

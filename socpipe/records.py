@@ -64,7 +64,9 @@ class Record(BaseModel):
                 f"{'.'.join(str(p) for p in err['loc']) or '(record)'}: {err['msg']}"
                 for err in exc.errors()
             )
-            raise RecordError(f"{where or cls.__name__}: not a valid {cls.__name__} v{cls.VERSION}: {problems}") from exc
+            raise RecordError(
+                f"{where or cls.__name__}: not a valid {cls.__name__} v{cls.VERSION}: {problems}"
+            ) from exc
 
     @model_validator(mode="after")
     def _known_version(self) -> Self:

@@ -17,7 +17,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_BSD_HEADER = re.compile(r"^(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?P<host>\S+) (?P<rest>.*)$")
+_BSD_HEADER = re.compile(
+    r"^(?P<ts>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?P<host>\S+) (?P<rest>.*)$"
+)
 
 
 def shared_data_dir() -> Path:
@@ -33,10 +35,12 @@ def loghub_openssh() -> Path | None:
 
 def generated_sshd_lines(count: int, seed: int = 7) -> list[str]:
     """``count`` sshd lines of the kinds a brute-forced server logs, from a seeded generator."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     users = ["root", "admin", "oracle", "test", "ubuntu", "nguyen.van.a", "tran.thi.b", "pi"]
-    attackers = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
-                 f"{rng.randint(1, 254)}" for _ in range(12)]
+    attackers = [
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        for _ in range(12)
+    ]
     staff = ["10.20.1.15", "10.20.1.16", "10.20.3.40"]
     lines = []
     pid = 24000
@@ -53,8 +57,10 @@ def generated_sshd_lines(count: int, seed: int = 7) -> list[str]:
         elif kind < 0.70:
             message = f"Invalid user {user}x from {ip}"
         elif kind < 0.78:
-            message = (f"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
-                       f"tty=ssh ruser= rhost={ip}  user={user}")
+            message = (
+                f"pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 "
+                f"tty=ssh ruser= rhost={ip}  user={user}"
+            )
         elif kind < 0.88:
             message = f"Received disconnect from {ip}: 11: Bye Bye [preauth]"
         elif kind < 0.95:
@@ -74,8 +80,9 @@ def sshd_lines() -> list[str]:
     return generated_sshd_lines(2000)
 
 
-def restamp(lines: list[str], host: str, zone: str = "Asia/Ho_Chi_Minh",
-            now: datetime | None = None) -> Iterator[str]:
+def restamp(
+    lines: list[str], host: str, zone: str = "Asia/Ho_Chi_Minh", now: datetime | None = None
+) -> Iterator[str]:
     """The lines with their BSD syslog time set to ``now`` in ``zone`` and the host replaced."""
     moment = (now or datetime.now(ZoneInfo(zone))).astimezone(ZoneInfo(zone))
     stamp = f"{moment:%b} {moment.day:>2} {moment:%H:%M:%S}"

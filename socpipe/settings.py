@@ -80,7 +80,9 @@ def _default_topic_specs() -> dict[str, TopicSpec]:
 class KafkaSettings(_Section):
     """How every stage reaches Kafka. TLS and SASL are off locally, on in production."""
 
-    bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"], min_length=1
+    )
     client_id: str = "socpipe"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -117,7 +119,9 @@ class KafkaSettings(_Section):
 class ElasticsearchSettings(_Section):
     """How the alerting stage and the API reach Elasticsearch."""
 
-    hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
+    hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1
+    )
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -169,7 +173,9 @@ class DetectorSettings(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)") from exc
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)"
+            ) from exc
         return value
 
 
@@ -287,8 +293,10 @@ def _describe(exc: ValidationError, origin: str) -> str:
         if error["type"] == "extra_forbidden":
             lines.append(f"  {path}: unknown key")
         else:
-            shown = "" if "secret" in path or "password" in path or "token" in path else (
-                f" (got {error.get('input')!r})"
+            shown = (
+                ""
+                if "secret" in path or "password" in path or "token" in path
+                else (f" (got {error.get('input')!r})")
             )
             lines.append(f"  {path}: {error['msg']}{shown}")
     return "\n".join(lines)

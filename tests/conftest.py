@@ -33,11 +33,16 @@ def run_id() -> str:
 @pytest.fixture
 def pipeline_settings(endpoints: Endpoints, run_id: str, tmp_path: Path) -> Iterator[Settings]:
     """Settings on the real services with topics and indices of this test's own."""
-    topics = {name: f"t-{run_id}.soc.{name}" for name in
-              ("raw", "events", "detections", "dlq", "correlate", "rules", "heartbeats")}
+    topics = {
+        name: f"t-{run_id}.soc.{name}"
+        for name in ("raw", "events", "detections", "dlq", "correlate", "rules", "heartbeats")
+    }
     settings = load_settings(
-        kafka={"bootstrap_servers": [endpoints.kafka_bootstrap], "topics": topics,
-               "client_id": f"socpipe-test-{run_id}"},
+        kafka={
+            "bootstrap_servers": [endpoints.kafka_bootstrap],
+            "topics": topics,
+            "client_id": f"socpipe-test-{run_id}",
+        },
         elasticsearch={"hosts": [endpoints.elasticsearch_url], "index_prefix": f"t-{run_id}"},
         collector={"checkpoint_file": str(tmp_path / "checkpoints.json")},
         detector={"group_id": f"detect-{run_id}"},

@@ -34,10 +34,17 @@ class AlertPublic(BaseModel):
     @classmethod
     def from_alert(cls, alert: Alert, *, with_events: bool = False) -> AlertPublic:
         return cls(
-            id=alert.id, status=alert.status, severity=alert.severity,
-            risk_score=alert.risk_score, count=alert.count, first_seen=alert.first_seen,
-            last_seen=alert.last_seen, rule=alert.rule, entities=alert.entities,
-            assignee=alert.assignee, verdict=alert.verdict,
+            id=alert.id,
+            status=alert.status,
+            severity=alert.severity,
+            risk_score=alert.risk_score,
+            count=alert.count,
+            first_seen=alert.first_seen,
+            last_seen=alert.last_seen,
+            rule=alert.rule,
+            entities=alert.entities,
+            assignee=alert.assignee,
+            verdict=alert.verdict,
             events=alert.events if with_events else [],
         )
 
@@ -64,8 +71,17 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertsPublic:
     """Alerts matching the filters, most recently seen first."""
-    query = AlertQuery(status=status_, severity=severity, agency=user.scope_agency(agency),
-                       rule_id=rule_id, host=host, text=q, since=since, until=until, limit=limit)
+    query = AlertQuery(
+        status=status_,
+        severity=severity,
+        agency=user.scope_agency(agency),
+        rule_id=rule_id,
+        host=host,
+        text=q,
+        since=since,
+        until=until,
+        limit=limit,
+    )
     page = store.search(query)
     return AlertsPublic(data=[AlertPublic.from_alert(a) for a in page.alerts], total=page.total)
 

@@ -64,32 +64,40 @@ def test_a_replayed_batch_leaves_exactly_one_alert_with_the_same_count(
     assert page.total == 1 and page.alerts[0].count == 3
 
 
-def test_concurrent_writers_lose_no_count(store: ElasticsearchAlertStore,
-                                          pipeline_settings: Settings) -> None:
+def test_concurrent_writers_lose_no_count(
+    store: ElasticsearchAlertStore, pipeline_settings: Settings
+) -> None:
     """Two stores fold into the same alert at once; optimistic concurrency keeps every count."""
-    other = ElasticsearchAlertStore(make_elasticsearch(pipeline_settings.elasticsearch),
-                                    store.prefix, 3600)
+    other = ElasticsearchAlertStore(
+        make_elasticsearch(pipeline_settings.elasticsearch), store.prefix, 3600
+    )
+
+    failures: list[object] = []
 
     def write(target: ElasticsearchAlertStore, partition: int) -> None:
         for n in range(20):
             number = partition * 1000 + n
-            target.apply([SourcedDetection(make_detection(number), f"d:{partition}", n)])
+            result = target.apply([SourcedDetection(make_detection(number), f"d:{partition}", n)])
+            failures.extend(result.failed)
 
     threads = [threading.Thread(target=write, args=(s, p)) for p, s in enumerate((store, other))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert failures == []
     (alert,) = refreshed(store).search(AlertQuery()).alerts
     assert alert.count == 40
     other.client.close()
 
 
 def test_search_filters_and_agency_scope(store: ElasticsearchAlertStore) -> None:
-    store.apply([
-        SourcedDetection(make_detection(1, agency="so-tttt", dedup_key="a"), "d:0", 1),
-        SourcedDetection(make_detection(2, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 2),
-    ])
+    store.apply(
+        [
+            SourcedDetection(make_detection(1, agency="so-tttt", dedup_key="a"), "d:0", 1),
+            SourcedDetection(make_detection(2, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 2),
+        ]
+    )
     refreshed(store)
     assert store.search(AlertQuery(agency="phuong-phuc-xa")).total == 1
     assert store.search(AlertQuery(text="SSH failure")).total == 2
@@ -108,8 +116,9 @@ def test_a_document_the_mapping_refuses_is_reported_not_raised(
 
 
 def test_search_before_any_alert_is_empty(es: Elasticsearch, pipeline_settings: Settings) -> None:
-    empty = ElasticsearchAlertStore(es, pipeline_settings.elasticsearch.index_prefix + "-none",
-                                    3600)
+    empty = ElasticsearchAlertStore(
+        es, pipeline_settings.elasticsearch.index_prefix + "-none", 3600
+    )
     assert empty.search(AlertQuery()).total == 0
     assert empty.get("nothing") is None
     assert isinstance(Alert, type)

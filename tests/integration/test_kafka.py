@@ -31,10 +31,12 @@ def test_topics_are_created_once_with_partitions_and_retention(
     try:
         (raw_meta,) = admin.describe_topics([kafka.topics.raw])
         assert len(raw_meta["partitions"]) == kafka.topic_specs["raw"].partitions
-        configs = admin.describe_configs([
-            ConfigResource(ConfigResourceType.TOPIC, kafka.topics.rules),
-            ConfigResource(ConfigResourceType.TOPIC, kafka.topics.dlq),
-        ])["topic"]
+        configs = admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, kafka.topics.rules),
+                ConfigResource(ConfigResourceType.TOPIC, kafka.topics.dlq),
+            ]
+        )["topic"]
         assert configs[kafka.topics.rules]["cleanup.policy"]["value"] == "compact"
         retention = configs[kafka.topics.dlq]["retention.ms"]["value"]
         assert retention == str(kafka.topic_specs["dlq"].retention_ms)
@@ -44,12 +46,21 @@ def test_topics_are_created_once_with_partitions_and_retention(
 
 def _batch(n: int) -> RawBatch:
     source = SourceRef(type="file", path="/var/log/auth.log", format="syslog")
-    return RawBatch(records=[RawRecord(
-        id=RawRecord.make_id("c", source, "1:1", i), agency={"id": "so-tttt", "tier": "province"},  # type: ignore[arg-type]
-        collector={"id": "c", "version": "0"}, host="h", source=source,  # type: ignore[arg-type]
-        received=datetime.now(UTC), position=i,
-        message=f"Đăng nhập thất bại lần {i} — người dùng nguyễn.văn.a",
-    ) for i in range(n)])
+    return RawBatch(
+        records=[
+            RawRecord(
+                id=RawRecord.make_id("c", source, "1:1", i),
+                agency={"id": "so-tttt", "tier": "province"},  # type: ignore[arg-type]
+                collector={"id": "c", "version": "0"},
+                host="h",
+                source=source,  # type: ignore[arg-type]
+                received=datetime.now(UTC),
+                position=i,
+                message=f"Đăng nhập thất bại lần {i} — người dùng nguyễn.văn.a",
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def test_vietnamese_text_survives_the_broker(pipeline_settings: Settings) -> None:
@@ -103,8 +114,7 @@ def test_offsets_are_committed_only_after_the_handler_succeeded(
         seen.extend(r.value for r in records)
         return [producer.send(kafka.topics.events, value=r.value) for r in records]
 
-    loop = StreamLoop(make_consumer(kafka, "commit-test", [kafka.topics.raw]), producer,
-                      forwarding)
+    loop = StreamLoop(make_consumer(kafka, "commit-test", [kafka.topics.raw]), producer, forwarding)
     deadline = time.monotonic() + 30
     while len(seen) < 5 and time.monotonic() < deadline:
         loop.run_once()
@@ -123,8 +133,11 @@ def test_offsets_are_committed_only_after_the_handler_succeeded(
 def test_stream_loop_stops_on_event(pipeline_settings: Settings) -> None:
     kafka = pipeline_settings.kafka
     ensure_topics(kafka, ["raw"])
-    loop = StreamLoop(make_consumer(kafka, "stop-test", [kafka.topics.raw]),
-                      make_producer(kafka), lambda records: [])
+    loop = StreamLoop(
+        make_consumer(kafka, "stop-test", [kafka.topics.raw]),
+        make_producer(kafka),
+        lambda records: [],
+    )
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,))
     thread.start()

@@ -30,7 +30,7 @@ def docker_answers(timeout_s: float = 3.0) -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # noqa: BLE001 - any failure means: no daemon to use
+    except Exception:
         return False
 
 

@@ -11,8 +11,11 @@ WINDOW = 3600
 
 
 def sourced(n: int, offset: int | None = None, **kwargs: object) -> SourcedDetection:
-    return SourcedDetection(make_detection(n, **kwargs), "soc.detections:0",  # type: ignore[arg-type]
-                            n if offset is None else offset)
+    return SourcedDetection(
+        make_detection(n, **kwargs),
+        "soc.detections:0",  # type: ignore[arg-type]
+        n if offset is None else offset,
+    )
 
 
 def test_window_start_floors_to_the_window() -> None:
@@ -53,11 +56,13 @@ def test_the_same_detection_from_another_offset_is_not_counted_twice() -> None:
 
 def test_another_window_or_key_is_another_alert() -> None:
     store = InMemoryAlertStore(WINDOW)
-    store.apply([
-        sourced(1),
-        sourced(2, at=BASE_TIME + timedelta(hours=1, seconds=2)),
-        sourced(3, dedup_key="key-2"),
-    ])
+    store.apply(
+        [
+            sourced(1),
+            sourced(2, at=BASE_TIME + timedelta(hours=1, seconds=2)),
+            sourced(3, dedup_key="key-2"),
+        ]
+    )
     assert sorted(a.count for a in store.alerts.values()) == [1, 1, 1]
 
 

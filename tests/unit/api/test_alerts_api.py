@@ -15,15 +15,21 @@ AGENCY = "agency-token-0123456789ab"
 @pytest.fixture
 def client() -> TestClient:
     store = InMemoryAlertStore(3600)
-    store.apply([
-        SourcedDetection(make_detection(1, agency="so-tttt", dedup_key="a"), "d:0", 1),
-        SourcedDetection(make_detection(2, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 2),
-        SourcedDetection(make_detection(3, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 3),
-    ])
-    settings = load_settings(api={"tokens": [
-        {"name": "an", "token": ANALYST, "role": "analyst"},
-        {"name": "px", "token": AGENCY, "role": "agency", "agency": "phuong-phuc-xa"},
-    ]})
+    store.apply(
+        [
+            SourcedDetection(make_detection(1, agency="so-tttt", dedup_key="a"), "d:0", 1),
+            SourcedDetection(make_detection(2, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 2),
+            SourcedDetection(make_detection(3, agency="phuong-phuc-xa", dedup_key="b"), "d:0", 3),
+        ]
+    )
+    settings = load_settings(
+        api={
+            "tokens": [
+                {"name": "an", "token": ANALYST, "role": "analyst"},
+                {"name": "px", "token": AGENCY, "role": "agency", "agency": "phuong-phuc-xa"},
+            ]
+        }
+    )
     return TestClient(create_app(settings, store=store))
 
 

@@ -47,8 +47,9 @@ def detection() -> Detection:
         id="d1",
         timestamp=datetime(2026, 11, 27, 2, 30, tzinfo=UTC),
         detector=DetectorRef(type="check", id="failed-password", version="1"),
-        rule=RuleRef(id="r1", title="Đăng nhập SSH thất bại", level=Severity.MEDIUM,
-                     tags=["attack.t1110"]),
+        rule=RuleRef(
+            id="r1", title="Đăng nhập SSH thất bại", level=Severity.MEDIUM, tags=["attack.t1110"]
+        ),
         severity=Severity.MEDIUM,
         risk_score=47,
         entities=Entities(agency="phuong-phuc-xa", tier=Tier.COMMUNE, user="trần.thị.b"),
@@ -111,12 +112,14 @@ def test_unknown_version_is_refused() -> None:
 
 
 def test_ecs_event_uses_at_timestamp_and_keeps_extra_ecs_fields() -> None:
-    event = EcsEvent.model_validate({
-        "@timestamp": "2026-11-27T09:30:00+07:00",
-        "event": {"id": "e1", "kind": "event", "outcome": "failure"},
-        "user": {"name": "nguyễn.văn.a"},
-        "system": {"auth": {"ssh": {"method": "password"}}},
-    })
+    event = EcsEvent.model_validate(
+        {
+            "@timestamp": "2026-11-27T09:30:00+07:00",
+            "event": {"id": "e1", "kind": "event", "outcome": "failure"},
+            "user": {"name": "nguyễn.văn.a"},
+            "system": {"auth": {"ssh": {"method": "password"}}},
+        }
+    )
     data = orjson.loads(event.to_json())
     assert data["@timestamp"] == "2026-11-27T09:30:00+07:00"
     assert data["system"]["auth"]["ssh"]["method"] == "password"
@@ -127,9 +130,17 @@ def test_detection_and_alert_round_trip() -> None:
     found = detection()
     assert Detection.from_json(found.to_json()) == found
     alert = Alert(
-        id="a1", dedup_key="k1", count=3, first_seen=found.timestamp, last_seen=found.timestamp,
-        window_start=found.timestamp, detector=found.detector, rule=found.rule,
-        severity=found.severity, risk_score=found.risk_score, entities=found.entities,
+        id="a1",
+        dedup_key="k1",
+        count=3,
+        first_seen=found.timestamp,
+        last_seen=found.timestamp,
+        window_start=found.timestamp,
+        detector=found.detector,
+        rule=found.rule,
+        severity=found.severity,
+        risk_score=found.risk_score,
+        entities=found.entities,
     )
     back = Alert.from_json(alert.to_json())
     assert back == alert
@@ -137,8 +148,9 @@ def test_detection_and_alert_round_trip() -> None:
 
 
 def test_dead_letter_keeps_the_original() -> None:
-    letter = DeadLetter(id="x", stage="detect", reason="not syslog", at=datetime.now(UTC),
-                        original=VIETNAMESE)
+    letter = DeadLetter(
+        id="x", stage="detect", reason="not syslog", at=datetime.now(UTC), original=VIETNAMESE
+    )
     assert DeadLetter.from_json(letter.to_json()).original == VIETNAMESE
 
 

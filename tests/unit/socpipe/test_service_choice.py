@@ -80,8 +80,12 @@ def test_provide_endpoints_starts_containers_when_the_probe_answers(
         assert endpoints.kafka_backend == endpoints.elasticsearch_backend == "testcontainers"
         assert endpoints.kafka_bootstrap == "container:9093"
         assert endpoints.elasticsearch_url == "http://container:9200"
-    assert started == ["KafkaContainer", "ElasticSearchContainer",
-                       "stopped ElasticSearchContainer", "stopped KafkaContainer"]
+    assert started == [
+        "KafkaContainer",
+        "ElasticSearchContainer",
+        "stopped ElasticSearchContainer",
+        "stopped KafkaContainer",
+    ]
     assert len(probes) == 1
 
 

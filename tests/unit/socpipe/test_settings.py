@@ -61,8 +61,11 @@ def test_unknown_time_zone_fails_at_start(tmp_path: Path) -> None:
 def test_environment_overrides_file_with_nested_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write(tmp_path, "agency:\n  id: so-tttt\n  name: Sở Thông tin và Truyền thông\n"
-                   "kafka:\n  bootstrap_servers: [file:9092]\n")
+    config = write(
+        tmp_path,
+        "agency:\n  id: so-tttt\n  name: Sở Thông tin và Truyền thông\n"
+        "kafka:\n  bootstrap_servers: [file:9092]\n",
+    )
     monkeypatch.setenv("SOCPIPE_KAFKA__BOOTSTRAP_SERVERS", "a:9092, b:9092")
     monkeypatch.setenv("SOCPIPE_AGENCY__TIER", "commune")
     settings = load_settings(config)
@@ -79,8 +82,11 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_secrets_never_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOCPIPE_ELASTICSEARCH__API_KEY", "es-key-do-not-print")
-    config = write(tmp_path, "kafka:\n  sasl_password: kafka-pass-do-not-print\n"
-                   "api:\n  tokens:\n    - {name: a, token: tok-do-not-print-0123}\n")
+    config = write(
+        tmp_path,
+        "kafka:\n  sasl_password: kafka-pass-do-not-print\n"
+        "api:\n  tokens:\n    - {name: a, token: tok-do-not-print-0123}\n",
+    )
     settings = load_settings(config)
     shown = repr(settings) + settings.model_dump_json()
     for secret in ("es-key-do-not-print", "kafka-pass-do-not-print", "tok-do-not-print-0123"):
