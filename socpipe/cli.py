@@ -58,8 +58,9 @@ def _settings(config: Path | None) -> Settings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # kafka-python is chatty at INFO about every connection.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # These libraries log every connection or request at INFO.
+    for chatty in ("kafka", "httpx", "elastic_transport"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     return settings
 
 

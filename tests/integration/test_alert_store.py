@@ -122,3 +122,9 @@ def test_search_before_any_alert_is_empty(es: Elasticsearch, pipeline_settings: 
     assert empty.search(AlertQuery()).total == 0
     assert empty.get("nothing") is None
     assert isinstance(Alert, type)
+
+
+def test_ping_answers_on_the_real_server(store: ElasticsearchAlertStore) -> None:
+    assert store.ping() is True
+    away = ElasticsearchAlertStore(Elasticsearch("http://127.0.0.1:9"), "x", 3600)
+    assert away.ping() is False
