@@ -24,11 +24,13 @@ _START_OVER = (
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A position in one file: which file (device and inode) and the byte offset to read from."""
+    """A position in one file: which file (device and inode), the byte offset to read from, and
+    how often that file was truncated in place (a part of record ids)."""
 
     device: int
     inode: int
     offset: int
+    generation: int = 0
 
     @classmethod
     def from_dict(cls, data: object) -> Checkpoint:
@@ -36,16 +38,25 @@ class Checkpoint:
         if not isinstance(data, dict):
             raise ValueError(f"expected an object, got {type(data).__name__}")
         fields = ("device", "inode", "offset")
-        if sorted(data) != sorted(fields):
+        optional = ("generation",)
+        if not set(fields) <= set(data) <= set(fields + optional):
             raise ValueError(
-                f"expected the keys {', '.join(fields)}, got {', '.join(data) or 'none'}"
+                f"expected the keys {', '.join(fields)} (and optionally generation), "
+                f"got {', '.join(data) or 'none'}"
             )
-        for name in fields:
+        for name in (*fields, *optional):
+            if name not in data:
+                continue
             value = data[name]
             # bool is an int in Python, but true/false here means the file was edited wrongly.
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-        return cls(device=data["device"], inode=data["inode"], offset=data["offset"])
+        return cls(
+            device=data["device"],
+            inode=data["inode"],
+            offset=data["offset"],
+            generation=data.get("generation", 0),
+        )
 
     def to_dict(self) -> dict[str, int]:
         """The entry as written to the checkpoint file."""

@@ -84,6 +84,9 @@ class FileTailSource:
         # shipped cut, is skipped; otherwise the two are equal.
         self._offset = 0
         self._skipping = False
+        # How often this file (device and inode) was truncated: part of each record's id, so
+        # lines written after a copytruncate never reuse the ids of the lines they replace.
+        self._generation = 0
 
     def read_batch(self, max_records: int) -> TailBatch:
         """Up to ``max_records`` complete lines read since the last batch or the stored checkpoint.
@@ -144,12 +147,14 @@ class FileTailSource:
         self._device, self._inode = status.st_dev, status.st_ino
         self._line_start = self._offset = 0
         self._skipping = False
+        self._generation = 0
         stored = self._store.get(self.path) if resume else None
         if stored is None:
             return True
         if (stored.device, stored.inode) == (self._device, self._inode):
             # An offset past the end is caught as a truncation by _read_lines.
             self._line_start = self._offset = stored.offset
+            self._generation = stored.generation
         else:
             log.info(
                 "%s is another file (inode %d) than at the checkpoint (inode %d), so it was "
@@ -171,7 +176,12 @@ class FileTailSource:
     def _checkpoint(self) -> Checkpoint | None:
         if self._file is None:
             return None
-        return Checkpoint(device=self._device, inode=self._inode, offset=self._line_start)
+        return Checkpoint(
+            device=self._device,
+            inode=self._inode,
+            offset=self._line_start,
+            generation=self._generation,
+        )
 
     def _read_lines(self, limit: int, *, final: bool) -> tuple[list[tuple[int, bytes]], bool]:
         """Up to ``limit`` lines from the cursor on, as (position, bytes without the newline), and
@@ -191,6 +201,7 @@ class FileTailSource:
             )
             self._line_start = self._offset = 0
             self._skipping = False
+            self._generation += 1
         file.seek(self._offset)
         # Plain (position, bytes) tuples: this is the hot loop; records are built by the caller.
         lines: list[tuple[int, bytes]] = []
@@ -236,11 +247,15 @@ class FileTailSource:
 
     # --- records ----------------------------------------------------------------------------
 
+    @property
+    def _stream(self) -> str:
+        # Generation 0 keeps the plain device:inode form, so ids of untruncated files are stable.
+        base = f"{self._device}:{self._inode}"
+        return f"{base}:{self._generation}" if self._generation else base
+
     def _record(self, position: int, raw: bytes, received: datetime) -> RawRecord:
         return RawRecord(
-            id=RawRecord.make_id(
-                self._collector.id, self._source, f"{self._device}:{self._inode}", position
-            ),
+            id=RawRecord.make_id(self._collector.id, self._source, self._stream, position),
             agency=self._agency,
             collector=self._collector,
             host=self._host,

@@ -90,7 +90,9 @@ def _print_status(statuses: list[Any]) -> None:
             state += f" ({item.detail})"
         memory = f"{item.rss_bytes / 2**20:,.0f} MiB" if item.rss_bytes else "-"
         table.add_row(item.name, state, str(item.pid or "-"), item.url, memory, str(item.log_file))
-    Console().print(table)
+    # Wide enough for the log paths when the output is a pipe or a CI log, not a terminal.
+    out = Console()
+    (out if out.is_terminal else Console(width=160)).print(table)
 
 
 @services_app.command("up")

@@ -30,8 +30,8 @@ def test_saved_checkpoints_are_read_back(tmp_path: Path) -> None:
     assert again.get(Path("/var/log/auth.log")) == Checkpoint(2049, 131, 5120)
     assert again.get(Path("/var/log/nhật-ký.log")) == Checkpoint(2049, 7, 0)
     assert json.loads(file.read_text(encoding="utf-8")) == {
-        "/var/log/auth.log": {"device": 2049, "inode": 131, "offset": 5120},
-        "/var/log/nhật-ký.log": {"device": 2049, "inode": 7, "offset": 0},
+        "/var/log/auth.log": {"device": 2049, "inode": 131, "offset": 5120, "generation": 0},
+        "/var/log/nhật-ký.log": {"device": 2049, "inode": 7, "offset": 0, "generation": 0},
     }
 
 

@@ -564,3 +564,30 @@ def test_short_lines_left_unread_at_max_records_are_not_taken_for_a_long_line(
     read = [message for _ in range(10) for message in messages(source.read_batch(1))]
 
     assert read == [f"l{n}" for n in range(10)]
+
+
+def test_lines_after_a_truncation_get_new_ids_that_survive_a_restart(tmp_path: Path) -> None:
+    """After copytruncate the same offsets hold other lines: their ids must differ."""
+    log_file = tmp_path / "auth.log"
+    checkpoints = tmp_path / "cp.json"
+    log_file.write_bytes(b"line at zero\n")
+    source = make_source(log_file, checkpoints)
+    before = source.read_batch(10)
+    source.commit(before)
+
+    with log_file.open("r+b") as out:
+        out.truncate(0)
+    append(log_file, b"new\n")  # shorter than what was read: the shrink is visible
+    after = source.read_batch(10)
+    source.commit(after)
+    assert positions(before) == positions(after) == [0]
+    assert ids(before) != ids(after)
+    assert after.checkpoint is not None and after.checkpoint.generation == 1
+
+    # A restart resumes in the same generation: the next line's id is that of a reader that
+    # never stopped.
+    append(log_file, b"next\n")
+    resumed = make_source(log_file, checkpoints).read_batch(10)
+    continued = source.read_batch(10)
+    assert messages(resumed) == ["next"]
+    assert ids(resumed) == ids(continued)
