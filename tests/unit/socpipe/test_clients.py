@@ -42,7 +42,7 @@ def test_elasticsearch_api_key_and_tls() -> None:
             verify_certs=True,
         )
     )
-    assert client._headers["authorization"] == "ApiKey an-api-key"  # noqa: SLF001
+    assert client._headers["authorization"] == "ApiKey an-api-key"
     (node,) = client.transport.node_pool.all()
     assert node.config.scheme == "https"
     client.close()
@@ -55,5 +55,5 @@ def test_elasticsearch_basic_auth() -> None:
             password="pw-123",  # type: ignore[arg-type]
         )
     )
-    assert client._headers["authorization"].startswith("Basic ")  # noqa: SLF001
+    assert client._headers["authorization"].startswith("Basic ")
     client.close()
