@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from detectors.checks import FailedPasswordCheck
-from detectors.sshd import parse_sshd
+from detectors.normalize import Normalizer
 from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef
 from socpipe.samples import loghub_openssh, sshd_lines
 
@@ -66,6 +66,7 @@ def main() -> None:
     lines = [sample[i % len(sample)] for i in range(args.records)]
     messages = make_messages(lines, args.batch)
     check = FailedPasswordCheck()
+    normalizer = Normalizer()
 
     def baseline() -> int:
         count = 0
@@ -83,7 +84,7 @@ def main() -> None:
         count = 0
         for message in messages:
             for raw in RawBatch.from_json(message).records:
-                event = parse_sshd(raw)
+                event = normalizer.normalize(raw).event
                 event.to_json()
                 detection = check.evaluate(event)
                 if detection is not None:

@@ -1,8 +1,9 @@
 """``socpipe detect``: soc.raw → ECS events on soc.events and detections on soc.detections.
 
-Until the Sigma engine lands, parsing covers sshd lines and one check (failed SSH password)
-stands in for the rules. A raw message or record that cannot be handled goes to soc.dlq with the
-reason; the worker goes on.
+Every readable raw record becomes an event, parsed or tagged ``unparsed``
+(``detectors.normalize``). Only a Kafka message that cannot be read as a RawBatch goes to
+soc.dlq, with the reason; the worker goes on. Until the Sigma engine lands, one check (failed SSH
+password) stands in for the rules.
 """
 
 from __future__ import annotations
@@ -15,19 +16,34 @@ from typing import Any
 from kafka import KafkaProducer
 
 from detectors.checks import Check, FailedPasswordCheck
-from detectors.sshd import parse_sshd
+from detectors.enrich import AgencyRegistry, AssetRegistry
+from detectors.metrics import DetectorMetrics
+from detectors.normalize import Normalizer
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
 from socpipe.kafka import make_consumer, make_producer
 from socpipe.records import RawBatch
-from socpipe.settings import Settings
+from socpipe.settings import DetectorSettings, Settings
 from socpipe.stream import StreamLoop
 
 log = logging.getLogger(__name__)
 
 
+def build_normalizer(settings: DetectorSettings) -> Normalizer:
+    """The normalizer for these settings; a bad registry or asset file raises ConfigError."""
+    return Normalizer(
+        timezone=settings.syslog_timezone,
+        agencies=AgencyRegistry.load(settings.agencies_file) if settings.agencies_file else None,
+        assets=AssetRegistry.load(settings.assets_file) if settings.assets_file else None,
+        options={
+            name: options.model_dump(exclude_none=True)
+            for name, options in settings.formats.items()
+        },
+    )
+
+
 class RawRecordHandler:
-    """The batch handler: parse each raw record, run the checks, produce, dead-letter failures."""
+    """The batch handler: normalize each raw record, run the checks, produce, dead-letter."""
 
     def __init__(
         self,
@@ -37,16 +53,16 @@ class RawRecordHandler:
         events_topic: str,
         detections_topic: str,
         checks: Sequence[Check],
-        timezone: str,
+        normalizer: Normalizer,
+        metrics: DetectorMetrics | None = None,
     ) -> None:
         self.producer = producer
         self.dlq = dlq
         self.events_topic = events_topic
         self.detections_topic = detections_topic
         self.checks = list(checks)
-        self.timezone = timezone
-        self.events = 0
-        self.detections = 0
+        self.normalizer = normalizer
+        self.metrics = metrics or DetectorMetrics()
 
     def __call__(self, messages: Sequence[Any]) -> list[Any]:
         futures: list[Any] = []
@@ -64,30 +80,33 @@ class RawRecordHandler:
                         offset=message.offset,
                     )
                 )
+                self.metrics.count("unknown", "unknown", "dead_lettered")
                 continue
             for raw in batch.records:
-                try:
-                    event = parse_sshd(raw, self.timezone)
-                    detections = [d for check in self.checks if (d := check.evaluate(event))]
-                except RecordError as exc:
-                    futures.append(
-                        self.dlq.send(
-                            f"{where} record {raw.id} ({raw.source.path}:{raw.position}): {exc}",
-                            raw.to_json(),
-                            topic=message.topic,
-                            partition=message.partition,
-                            offset=message.offset,
-                            agency=raw.agency.id,
-                            record_id=raw.id,
-                        )
-                    )
-                    continue
+                normalized = self.normalizer.normalize(raw)
+                self.metrics.count(raw.agency.id, normalized.format, normalized.status)
+                event = normalized.event
                 key = f"{raw.agency.id}/{raw.host}".encode()
                 futures.append(
                     self.producer.send(self.events_topic, key=key, value=event.to_json())
                 )
-                self.events += 1
-                for detection in detections:
+                for check in self.checks:
+                    try:
+                        detection = check.evaluate(event)
+                    except RecordError as exc:
+                        log.warning(
+                            "%s: check %s skipped record %s: %s",
+                            where,
+                            type(check).__name__,
+                            raw.id,
+                            exc,
+                        )
+                        continue
+                    if detection is None:
+                        continue
+                    self.metrics.detections.labels(
+                        agency=raw.agency.id, rule=detection.rule.id
+                    ).inc()
                     futures.append(
                         self.producer.send(
                             self.detections_topic,
@@ -95,13 +114,17 @@ class RawRecordHandler:
                             value=detection.to_json(),
                         )
                     )
-                    self.detections += 1
         return futures
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Run the detector stage until ``stop`` is set."""
     topics = settings.kafka.topics
+    normalizer = build_normalizer(settings.detector)
+    metrics = DetectorMetrics()
+    if settings.detector.metrics_port:
+        metrics.serve(settings.detector.metrics_port)
+        log.info("metrics at http://127.0.0.1:%d/metrics", settings.detector.metrics_port)
     producer = make_producer(settings.kafka)
     consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
     handler = RawRecordHandler(
@@ -110,7 +133,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
         events_topic=topics.events,
         detections_topic=topics.detections,
         checks=[FailedPasswordCheck()],
-        timezone=settings.detector.syslog_timezone,
+        normalizer=normalizer,
+        metrics=metrics,
     )
     log.info("detecting from %s", topics.raw)
     StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)

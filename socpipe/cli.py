@@ -169,6 +169,33 @@ def collect(
     _run_stage("collectors.worker", settings)
 
 
+@app.command("parse")
+def parse(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="log files or .evtx files (default: standard input)"),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="format name, or auto to detect it")
+    ] = "auto",
+    config: ConfigOption = None,
+) -> None:
+    """Print the ECS event of each line (or .evtx event) as one JSON line, as the detector sees it.
+
+    Counts of parsed and unparsed records go to standard error.
+    """
+    tool = importlib.import_module("detectors.parsetool")
+    worker = importlib.import_module("detectors.worker")
+    settings = _settings(config)
+    normalizer = worker.build_normalizer(settings.detector)
+    known = normalizer.parsers.formats()
+    if fmt not in known:
+        console.print(f"[red]error:[/] unknown format {fmt!r}; known: {', '.join(known)}")
+        raise typer.Exit(2)
+    counts = tool.run_parse(list(files or []), fmt, settings, normalizer, sys.stdout.buffer)
+    console.print(f"parsed {counts['parsed']}, unparsed {counts['unparsed']}")
+
+
 @app.command("detect")
 def detect(config: ConfigOption = None) -> None:
     """Consume soc.raw; produce ECS events and detections."""

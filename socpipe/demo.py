@@ -25,7 +25,7 @@ from rich.console import Console
 
 from socpipe.kafka import ensure_topics
 from socpipe.localservices import LocalServices
-from socpipe.samples import loghub_openssh, restamp, sshd_lines
+from socpipe.samples import REPO_ROOT, loghub_openssh, restamp, sshd_lines
 from socpipe.settings import Settings
 
 
@@ -102,6 +102,13 @@ class DemoRun:
         base["elasticsearch"].pop("api_key", None)
         base["elasticsearch"].pop("password", None)
         base["kafka"].pop("sasl_password", None)
+        config_dir = REPO_ROOT / "deploy" / "config"
+        base["detector"]["agencies_file"] = base["detector"]["agencies_file"] or str(
+            config_dir / "agencies.yaml"
+        )
+        base["detector"]["assets_file"] = base["detector"]["assets_file"] or str(
+            config_dir / "assets.yaml"
+        )
         base["kafka"]["bootstrap_servers"] = [self.services.kafka_bootstrap]
         base["elasticsearch"]["hosts"] = [self.services.es_url]
         base["api"] = {

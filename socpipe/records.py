@@ -228,6 +228,7 @@ class EcsEvent(Record):
     process: ProcessFields | None = None
     organization: OrganizationFields | None = None
     labels: dict[str, str] | None = None
+    tags: list[str] | None = None
     log: dict[str, Any] | None = None
     related: dict[str, list[str]] | None = None
 

@@ -29,6 +29,16 @@ from pydantic_settings import (
 from socpipe.errors import ConfigError
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)"
+        ) from exc
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -159,13 +169,33 @@ class CollectorSettings(_Section):
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 
+class FormatOptions(_Section):
+    """Options of one log format: an nginx/Apache ``log_format``, or the zone of its timestamps
+    when they carry none (overrides ``detector.syslog_timezone`` for that format)."""
+
+    log_format: str | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else _zone(value)
+
+
 class DetectorSettings(_Section):
-    """The detector worker: consumer group and batch size."""
+    """The detector worker: consumer group, batch size, parsing and enrichment."""
 
     group_id: str = "socpipe-detectors"
     # Kafka messages per poll; each message carries up to collector.batch_size records.
     batch_size: int = Field(default=50, ge=1)
     syslog_timezone: str = "Asia/Ho_Chi_Minh"
+    # The agency registry and asset list (deploy/config/*.yaml is a sample province).
+    agencies_file: Path | None = None
+    assets_file: Path | None = None
+    # Per-format options, by format name: {"nginx.access": {"log_format": "..."}}.
+    formats: dict[str, FormatOptions] = Field(default_factory=dict)
+    # Port of the Prometheus metrics endpoint; 0 turns it off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("syslog_timezone")
     @classmethod

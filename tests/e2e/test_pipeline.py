@@ -23,13 +23,14 @@ import httpx
 import pytest
 import yaml
 
-from socpipe.kafka import ensure_topics, make_consumer
-from socpipe.records import DeadLetter
+from socpipe.kafka import ensure_topics, make_consumer, make_producer
+from socpipe.records import DeadLetter, EcsEvent
 from socpipe.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.elasticsearch, pytest.mark.slow]
 
 TOKEN = "e2e-analyst-token-0123456789"
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "config"
 ATTACKER = "203.0.113.77"
 
 
@@ -89,6 +90,8 @@ def stages(pipeline_settings: Settings, tmp_path: Path) -> Iterator[tuple[Stages
     }
     values["agency"] = {"id": "phuong-phuc-xa", "tier": "commune", "name": "UBND phường Phúc Xá"}
     values["collector"].update(id="e2e-collector", host="ubnd-phucxa-srv", poll_interval_s=0.2)
+    values["detector"]["agencies_file"] = str(CONFIG / "agencies.yaml")
+    values["detector"]["assets_file"] = str(CONFIG / "assets.yaml")
     config = tmp_path / "socpipe.yaml"
     config.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
     ensure_topics(pipeline_settings.kafka)
@@ -161,7 +164,30 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     assert "nguyễn.văn.a" in detail["events"][0]["event"]["original"]
     assert httpx.get(f"http://127.0.0.1:{port}/alerts", timeout=5).status_code == 401
 
-    # The line that is not syslog went to the DLQ with stage and reason, and nothing stopped.
+    # The line no parser knows is an event all the same, tagged unparsed, with its agency.
+    events = make_consumer(
+        settings.kafka, "e2e-events", [settings.kafka.topics.events], consumer_timeout_ms=30_000
+    )
+    try:
+        unparsed = [
+            e
+            for e in (EcsEvent.from_json(m.value) for m in events)
+            if e.tags and "unparsed" in e.tags
+        ]
+    finally:
+        events.close()
+    assert [e.event.original for e in unparsed] == [
+        "kernel panic in the middle of nowhere: not a syslog line"
+    ]
+    assert unparsed[0].organization is not None
+    assert unparsed[0].organization.id == "phuong-phuc-xa"
+    assert unparsed[0].organization.name == "UBND phường Phúc Xá"  # from the registry
+
+    # A message that is not a raw batch at all goes to the DLQ with stage and reason, and the
+    # detector goes on.
+    producer = make_producer(settings.kafka)
+    producer.send(settings.kafka.topics.raw, value=b"\x00not json").get(timeout=30)
+    producer.close()
     consumer = make_consumer(
         settings.kafka, "e2e-dlq", [settings.kafka.topics.dlq], consumer_timeout_ms=30_000
     )
@@ -170,8 +196,7 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     finally:
         consumer.close()
     assert letter.stage == "detect"
-    assert "not a syslog line" in letter.reason and str(auth_log) in letter.reason
-    assert "kernel panic" in letter.original
+    assert "not valid JSON" in letter.reason and settings.kafka.topics.raw in letter.reason
 
     # Crash the detector and the alerting worker; restart them; nothing is counted twice.
     running.kill("detect")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from detectors.checks import Check, FailedPasswordCheck, entities_of
-from detectors.sshd import parse_sshd
+from detectors.normalize import Normalizer
 from socpipe.errors import RecordError
 from socpipe.records import (
     Detection,
@@ -36,7 +36,7 @@ def _event(message: str, *, raw_id: str = "raw-1", agency: str = "so-tttt") -> E
             "message": f"Dec 10 06:55:46 LabSZ sshd[24200]: {message}",
         }
     )
-    return parse_sshd(raw)
+    return Normalizer().normalize(raw).event
 
 
 FAILED_ROOT = "Failed password for root from 183.62.140.253 port 43144 ssh2"

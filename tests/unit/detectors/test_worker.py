@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 import orjson
 
 from detectors.checks import FailedPasswordCheck
+from detectors.metrics import DetectorMetrics
+from detectors.normalize import Normalizer
 from detectors.worker import RawRecordHandler
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.records import DeadLetter, Detection, EcsEvent, RawBatch, RawRecord, SourceRef
@@ -25,14 +27,15 @@ def raw_record(position: int, line: str) -> RawRecord:
     )
 
 
-def handler(producer: InMemoryProducer) -> RawRecordHandler:
+def handler(producer: InMemoryProducer, metrics: DetectorMetrics | None = None) -> RawRecordHandler:
     return RawRecordHandler(
         producer,  # type: ignore[arg-type]
         DeadLetterWriter(producer, "dlq", "detect"),  # type: ignore[arg-type]
         events_topic="events",
         detections_topic="detections",
         checks=[FailedPasswordCheck()],
-        timezone="Asia/Ho_Chi_Minh",
+        normalizer=Normalizer(),
+        metrics=metrics,
     )
 
 
@@ -45,32 +48,31 @@ LINES = [
 ]
 
 
-def test_events_detections_and_dead_letters() -> None:
+def test_every_record_becomes_an_event_and_failures_become_detections() -> None:
     producer = InMemoryProducer()
+    metrics = DetectorMetrics()
     batch = RawBatch(records=[raw_record(i * 100, line) for i, line in enumerate(LINES)])
-    futures = handler(producer)([Message("soc.raw", 3, 41, b"k", batch.to_json())])
+    futures = handler(producer, metrics)([Message("soc.raw", 3, 41, b"k", batch.to_json())])
 
-    assert len(futures) == 5  # 2 events, 1 detection, 2 dead letters
+    assert len(futures) == 5  # 4 events, 1 detection
     events = [EcsEvent.from_json(m.value) for m in producer.sent["events"]]
-    assert [e.event.outcome for e in events] == ["failure", "success"]
+    assert [e.event.outcome for e in events] == ["failure", "success", None, None]
     assert events[1].user and events[1].user.name == "nguyễn.văn.a"
+    assert events[2].tags == ["unparsed"] and events[2].event.original == LINES[2]
+    assert events[3].process and events[3].process.name == "CRON"
     (detection,) = [Detection.from_json(m.value) for m in producer.sent["detections"]]
     assert detection.entities.source_ip == "203.0.113.9"
     assert detection.entities.agency == "phuong-phuc-xa"
     assert producer.sent["detections"][0].key == detection.dedup_key.encode()
-
-    letters = [DeadLetter.from_json(m.value) for m in producer.sent["dlq"]]
-    assert [letter.stage for letter in letters] == ["detect", "detect"]
-    assert "soc.raw/3@41" in letters[0].reason and "/var/log/auth.log:200" in letters[0].reason
-    assert "not a syslog line" in letters[0].reason
-    assert "not an sshd line" in letters[1].reason
-    assert RawRecord.from_json(letters[0].original).message == LINES[2]
-    assert letters[0].agency == "phuong-phuc-xa"
+    assert "dlq" not in producer.sent
+    assert metrics.value("phuong-phuc-xa", "syslog", "parsed") == 3
+    assert metrics.value("phuong-phuc-xa", "syslog", "unparsed") == 1
 
 
 def test_undecodable_message_goes_to_the_dlq_whole() -> None:
     producer = InMemoryProducer()
-    futures = handler(producer)(
+    metrics = DetectorMetrics()
+    futures = handler(producer, metrics)(
         [
             Message("soc.raw", 0, 7, None, b"\xff\xfe garbage"),
             Message("soc.raw", 0, 8, None, orjson.dumps({"v": 1, "records": []})),
@@ -82,6 +84,7 @@ def test_undecodable_message_goes_to_the_dlq_whole() -> None:
     assert letters[0].offset == 7 and letters[1].offset == 8
     assert "records" in letters[1].reason
     assert "events" not in producer.sent
+    assert metrics.value("unknown", "unknown", "dead_lettered") == 2
 
 
 def test_same_input_gives_same_ids() -> None:
