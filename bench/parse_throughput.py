@@ -36,6 +36,29 @@ SAMPLE_LINES: dict[str, list[str]] = {
         'dstip=203.0.113.80 dstport=443 dstintf="wan1" sessionid=1234 proto=6 action="deny" '
         'policyid=7 service="HTTPS" sentbyte=0 rcvdbyte=0 devname="FGT-SO-TTTT" devid="FG100F"',
     ],
+    "nginx.error": [
+        '2026/11/27 09:30:01 [error] 54053#0: *1 open() "/srv/dvc/favicon.ico" failed '
+        "(2: No such file or directory), client: 203.0.113.7, server: dichvucong, "
+        'request: "GET /favicon.ico HTTP/1.1", host: "dichvucong.example.gov.vn"',
+    ],
+    "portal.json": [
+        '{"ts": "2026-11-27T09:30:01.123+07:00", "level": "warn", "app": "dvc-portal", '
+        '"env": "prod", "request_id": "a8d2c0f4e6b1", "event": "login.failure", '
+        '"user": {"name": "tranthibich"}, "client": {"ip": "14.232.10.8", "port": 61012}, '
+        '"http": {"method": "POST", "path": "/dang-nhap", "status": 401, "duration_ms": 95}, '
+        '"message": "Đăng nhập thất bại: sai mật khẩu (lần 3)"}',
+    ],
+    "syslog:network": [
+        "Nov 27 09:30:01 pfsense filterlog[4242]: 5,,,1000000103,igb1,match,block,in,4,0x0,,"
+        "64,0,0,DF,6,tcp,60,198.51.100.7,10.10.0.10,41234,22,0,S,123456,,29200,,mss",
+        "Nov 27 09:30:01 ns1 named[811]: client @0x7f64bc0a0f10 10.100.0.5#53412 "
+        "(www.example.com): query: www.example.com IN A +E(0)K (10.10.0.53)",
+        "Nov 27 09:30:01 vpn-gw-01 openvpn[900]: 203.0.113.5:51234 TLS: Username/Password "
+        "authentication succeeded for username 'nguyen.van.a'",
+        "Nov 27 09:30:01 fw kernel: [UFW BLOCK] IN=eth0 OUT= MAC=00:11:22:33:44:55:66:77:88:99:"
+        "aa:bb:08:00 SRC=8.8.8.8 DST=10.100.0.5 LEN=60 TOS=0x00 PREC=0x00 TTL=52 ID=1 DF "
+        "PROTO=TCP SPT=4242 DPT=22 WINDOW=1 RES=0x00 SYN URGP=0",
+    ],
     "auditd": [
         "type=USER_AUTH msg=audit(1795806623.243:24287): pid=3538 uid=0 auid=4294967295 "
         'ses=4294967295 msg=\'op=PAM:authentication grantors=? acct="root" exe="/usr/sbin/sshd" '
@@ -137,7 +160,7 @@ def main() -> None:
         if lines:
             inputs[fmt] = _records(fmt.split(":")[0], lines, args.records)
     for fmt, lines in SAMPLE_LINES.items():
-        inputs[fmt] = _records(fmt, lines, args.records)
+        inputs[fmt] = _records(fmt.split(":")[0], lines, args.records)
     events = _evtx_events(data / "sigma" / "regression_data", 2000)
     if events:
         inputs["winlog.evtx"] = _data_records(events, args.records)
