@@ -33,6 +33,8 @@ services_app = typer.Typer(
 config_app = typer.Typer(help="Check and show configuration.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
+rules_app = typer.Typer(help="Sigma rules: validate.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -194,6 +196,60 @@ def parse(
         raise typer.Exit(2)
     counts = tool.run_parse(list(files or []), fmt, settings, normalizer, sys.stdout.buffer)
     console.print(f"parsed {counts['parsed']}, unparsed {counts['unparsed']}")
+
+
+@app.command("hunt")
+def hunt(
+    rules: Annotated[list[Path], typer.Option("--rules", "-r", help="Sigma rule files or folders")],
+    events: Annotated[
+        list[Path], typer.Option("--events", "-e", help=".evtx files, JSON lines or raw records")
+    ],
+    output: Annotated[str, typer.Option(help="json (one object per match) or table")] = "json",
+) -> None:
+    """Run the Sigma engine offline over event files, as for forensics on a seized machine."""
+    from rich.progress import Progress
+
+    hunting = importlib.import_module("detectors.sigma.hunt")
+    if output not in ("json", "table"):
+        console.print(f"[red]error:[/] --output must be json or table, not {output!r}")
+        raise typer.Exit(2)
+    engine, report = hunting.build_engine(rules)
+    console.print(
+        f"{report.compiled} rules compiled, {report.failed} not, {report.problems} load errors"
+    )
+    for message in report.messages[:20]:
+        console.print(f"  [yellow]{message}[/]", highlight=False)
+    counts: dict[tuple[str, str | None], int] = {}
+    total = matched = 0
+    with Progress(console=console, transient=True) as progress:
+        for path in events:
+            task = progress.add_task(f"{path.name}", total=None)
+            for seen, hits in hunting.hunt(engine, hunting.raw_records_of(path)):
+                total += seen
+                progress.advance(task, seen)
+                for hit in hits:
+                    matched += 1
+                    counts[(hit.title, hit.level)] = counts.get((hit.title, hit.level), 0) + 1
+                    if output == "json":
+                        sys.stdout.buffer.write(hit.to_json() + b"\n")
+    if output == "table":
+        table = Table("rule", "level", "matches")
+        for (title, level), count in sorted(counts.items(), key=lambda item: -item[1]):
+            table.add_row(title, level or "-", str(count))
+        Console().print(table)
+    console.print(f"{total} events, {matched} matches by {len(counts)} rules")
+
+
+@rules_app.command("validate")
+def rules_validate(
+    paths: Annotated[list[Path], typer.Argument(help="rule files or folders")],
+) -> None:
+    """Report every problem in every rule file at once (file:line), and unmapped fields."""
+    validation = importlib.import_module("detectors.sigma.validate")
+    report = validation.validate(paths)
+    for line in report.format_report():
+        print(line)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("detect")

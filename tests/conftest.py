@@ -75,7 +75,7 @@ def _cleanup(settings: Settings) -> None:
     es.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data, or a skip saying it is absent (it is present on our machines and CI)."""
     if not SHARED_DATA.is_dir():

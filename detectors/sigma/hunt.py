@@ -1,0 +1,160 @@
+"""``socpipe hunt``: the engine offline over EVTX files, JSON lines or raw records.
+
+For forensics on a seized machine, as Hayabusa or Chainsaw are used: the same loader, pipelines,
+compiler and engine as the streaming detector, over files. Events go through the same
+``Normalizer`` first, so a rule sees the same ECS event offline as in the stream.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from detectors.evtxfile import read_evtx
+from detectors.normalize import Normalizer
+from detectors.sigma.compiler import SigmaCompileError, compile_rule
+from detectors.sigma.engine import EngineRule, SigmaEngine
+from detectors.sigma.loader import Problem, load_rules
+from detectors.sigma.logsource import LogsourceRouter, logsource_key
+from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef
+
+
+@dataclass
+class EngineReport:
+    """What loading and compiling a rule set gave."""
+
+    compiled: int = 0
+    failed: int = 0
+    problems: int = 0
+    correlations: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+
+
+def build_engine(paths: Iterable[Path]) -> tuple[SigmaEngine, EngineReport]:
+    """Load (pySigma, pipelines), compile and index every rule under ``paths``.
+
+    Rules that cannot be loaded or compiled are counted and described in the report; the
+    others are in the engine.
+    """
+    result = load_rules(list(paths))
+    report = EngineReport(problems=len(result.errors), correlations=len(result.correlations))
+    report.messages.extend(str(problem) for problem in result.errors)
+    entries: list[EngineRule] = []
+    for loaded in result.loaded:
+        try:
+            compiled = compile_rule(loaded.rule)
+        except SigmaCompileError as exc:
+            report.failed += 1
+            report.reasons[str(getattr(exc, "reason", "error"))] += 1
+            report.messages.append(str(exc))
+            continue
+        keys = frozenset({logsource_key(loaded.logsource), logsource_key(loaded.rule.logsource)})
+        entries.append(EngineRule(compiled, keys))
+    report.compiled = len(entries)
+    router = LogsourceRouter.build(keys={key for entry in entries for key in entry.keys})
+    return SigmaEngine(entries, router), report
+
+
+def raw_records_of(path: Path) -> Iterator[RawRecord]:
+    """Raw records from a file: .evtx events, our RawBatch/RawRecord JSON, or JSON lines/text."""
+    agency = AgencyRef(id="hunt", tier="province")
+    collector = CollectorRef(id="socpipe-hunt", version="1")
+    received = datetime.now(UTC)
+    if path.suffix.lower() == ".evtx":
+        source = SourceRef(type="evtx", path=str(path), format="winlog.evtx")
+        for number, event in enumerate(read_evtx(path)):
+            yield RawRecord(
+                id=f"{path.name}#{number}",
+                agency=agency,
+                collector=collector,
+                host=path.stem,
+                source=source,
+                received=received,
+                position=number,
+                data=event,
+            )
+        return
+    source = SourceRef(type="file", path=str(path), format="auto")
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle):
+            if not line.strip():
+                continue
+            if line.startswith(b'{"v"'):
+                try:
+                    data = orjson.loads(line)
+                    if "records" in data:
+                        yield from RawBatch.model_validate(data).records
+                        continue
+                    if "agency" in data and "source" in data:
+                        yield RawRecord.model_validate(data)
+                        continue
+                except ValueError:
+                    pass  # not ours after all: read as a line below
+            yield RawRecord(
+                id=f"{path.name}#{number}",
+                agency=agency,
+                collector=collector,
+                host=path.stem,
+                source=source,
+                received=received,
+                position=number,
+                message=line.rstrip(b"\r\n").decode("utf-8", "replace"),
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One match: which rule, on which event."""
+
+    rule_id: str | None
+    title: str
+    level: str | None
+    tags: tuple[str, ...]
+    event_id: str
+    timestamp: str
+    host: str | None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "rule": {
+                    "id": self.rule_id,
+                    "title": self.title,
+                    "level": self.level,
+                    "tags": list(self.tags),
+                },
+                "event": {"id": self.event_id, "@timestamp": self.timestamp, "host": self.host},
+            }
+        )
+
+
+def hunt(
+    engine: SigmaEngine, records: Iterable[RawRecord], normalizer: Normalizer | None = None
+) -> Iterator[tuple[int, list[Hit]]]:
+    """For each record: 1 and its hits (so a caller can count events and show progress)."""
+    normalizer = normalizer or Normalizer()
+    for raw in records:
+        event: dict[str, Any] = normalizer.normalize(raw).event.to_dict()
+        hits = [
+            Hit(
+                rule.id,
+                rule.title,
+                rule.level,
+                rule.tags,
+                raw.id,
+                str(event.get("@timestamp")),
+                (event.get("host") or {}).get("name"),
+            )
+            for rule in engine.match(event)
+        ]
+        yield 1, hits
+
+
+__all__ = ["EngineReport", "Hit", "Problem", "build_engine", "hunt", "raw_records_of"]
