@@ -19,6 +19,8 @@ from detectors.checks import Check, FailedPasswordCheck
 from detectors.enrich import AgencyRegistry, AssetRegistry
 from detectors.metrics import DetectorMetrics
 from detectors.normalize import Normalizer
+from detectors.sigma.detection import SigmaDetector, ruleset_version
+from detectors.sigma.hunt import build_engine
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
 from socpipe.kafka import make_consumer, make_producer
@@ -55,6 +57,7 @@ class RawRecordHandler:
         checks: Sequence[Check],
         normalizer: Normalizer,
         metrics: DetectorMetrics | None = None,
+        sigma: SigmaDetector | None = None,
     ) -> None:
         self.producer = producer
         self.dlq = dlq
@@ -63,6 +66,7 @@ class RawRecordHandler:
         self.checks = list(checks)
         self.normalizer = normalizer
         self.metrics = metrics or DetectorMetrics()
+        self.sigma = sigma
 
     def __call__(self, messages: Sequence[Any]) -> list[Any]:
         futures: list[Any] = []
@@ -90,6 +94,7 @@ class RawRecordHandler:
                 futures.append(
                     self.producer.send(self.events_topic, key=key, value=event.to_json())
                 )
+                detections = []
                 for check in self.checks:
                     try:
                         detection = check.evaluate(event)
@@ -102,8 +107,14 @@ class RawRecordHandler:
                             exc,
                         )
                         continue
-                    if detection is None:
-                        continue
+                    if detection is not None:
+                        detections.append(detection)
+                if self.sigma is not None:
+                    try:
+                        detections.extend(self.sigma.evaluate(event))
+                    except RecordError as exc:
+                        log.warning("%s: Sigma skipped record %s: %s", where, raw.id, exc)
+                for detection in detections:
                     self.metrics.detections.labels(
                         agency=raw.agency.id, rule=detection.rule.id
                     ).inc()
@@ -125,6 +136,20 @@ def run(settings: Settings, stop: threading.Event) -> None:
     if settings.detector.metrics_port:
         metrics.serve(settings.detector.metrics_port)
         log.info("metrics at http://127.0.0.1:%d/metrics", settings.detector.metrics_port)
+    sigma = None
+    if settings.detector.rules_paths:
+        engine, report = build_engine(settings.detector.rules_paths)
+        version = ruleset_version(settings.detector.rules_paths)
+        log.info(
+            "Sigma rule set %s: %d rules compiled, %d not, %d load errors",
+            version,
+            report.compiled,
+            report.failed,
+            report.problems,
+        )
+        for message in report.messages:
+            log.warning("rule not loaded: %s", message)
+        sigma = SigmaDetector(engine, version)
     producer = make_producer(settings.kafka)
     consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
     handler = RawRecordHandler(
@@ -135,6 +160,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
         checks=[FailedPasswordCheck()],
         normalizer=normalizer,
         metrics=metrics,
+        sigma=sigma,
     )
     log.info("detecting from %s", topics.raw)
     StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)

@@ -194,6 +194,8 @@ class DetectorSettings(_Section):
     assets_file: Path | None = None
     # Per-format options, by format name: {"nginx.access": {"log_format": "..."}}.
     formats: dict[str, FormatOptions] = Field(default_factory=dict)
+    # Sigma rule files or folders the detector runs (none: only the built-in check).
+    rules_paths: list[Path] = Field(default_factory=list)
     # Port of the Prometheus metrics endpoint; 0 turns it off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
