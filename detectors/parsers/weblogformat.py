@@ -208,7 +208,11 @@ class LogFormatParser(LineParser):
             raise ConfigError(f"{self.name} log format {log_format!r}: {exc}") from exc
 
     def _tokens(self, log_format: str) -> list[str | tuple[str, str, str | None]]:
-        raise NotImplementedError
+        """The format split into literal text and (role, key, fixed pattern) fields.
+
+        Each flavour's subclass says how; ``__new__`` always builds one of them.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no log format flavour")
 
 
 class NginxLogFormatParser(LogFormatParser):

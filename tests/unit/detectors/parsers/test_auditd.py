@@ -13,24 +13,12 @@ from hypothesis import strategies as st
 from detectors.parsers.auditd import AuditdParser
 from detectors.parsers.base import Fragment, NotMine, ParseContext
 from socpipe.records import EcsEvent
+from tests.support.ecs import ECS_CATEGORIES, ECS_TYPES
 
 RECEIVED = datetime(2024, 12, 11, 8, 0, tzinfo=UTC)
 CONTEXT = ParseContext(received=RECEIVED)
 PARSER = AuditdParser()
 
-ECS_CATEGORIES = frozenset(
-    {
-        "api", "authentication", "configuration", "database", "driver", "email", "file", "host",
-        "iam", "intrusion_detection", "library", "malware", "network", "package", "process",
-        "registry", "session", "threat", "vulnerability", "web",
-    }
-)  # fmt: skip
-ECS_TYPES = frozenset(
-    {
-        "access", "admin", "allowed", "change", "connection", "creation", "deletion", "denied",
-        "end", "error", "group", "indicator", "info", "installation", "protocol", "start", "user",
-    }
-)  # fmt: skip
 
 SYSCALL = (
     "type=SYSCALL msg=audit(1364481363.243:24287): arch=c000003e syscall=2 success=no exit=-13 "

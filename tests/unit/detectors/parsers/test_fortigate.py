@@ -21,22 +21,13 @@ from detectors.parsers.base import Fragment, NotMine, ParseContext
 from detectors.parsers.fortigate import FortigateParser
 from detectors.parsers.network import NETWORK_LINE_PARSERS
 from socpipe.records import EcsEvent
+from tests.support.ecs import ECS_CATEGORIES, ECS_TYPES
 
 DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 CONTEXT = ParseContext(received=datetime(2024, 12, 11, 8, 0, tzinfo=UTC))
 PARSER = FortigateParser()
 ICT = timezone(timedelta(hours=7))
 
-ECS_CATEGORIES = frozenset({
-    "api", "authentication", "configuration", "database", "driver", "email", "file", "host",
-    "iam", "intrusion_detection", "library", "malware", "network", "package", "process",
-    "registry", "session", "threat", "vulnerability", "web",
-})  # fmt: skip
-ECS_TYPES = frozenset({
-    "access", "admin", "allowed", "change", "connection", "creation", "deletion", "denied",
-    "device", "end", "error", "group", "indicator", "info", "installation", "protocol", "start",
-    "user",
-})  # fmt: skip
 
 # --- hand-written example lines (not real device output) --------------------------------------
 

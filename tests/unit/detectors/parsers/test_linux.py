@@ -34,6 +34,7 @@ from detectors.parsers.linux import (
 from detectors.parsers.sshd import SshdParser
 from detectors.syslog import SyslogLine, parse_syslog
 from socpipe.records import EcsEvent
+from tests.support.ecs import ECS_CATEGORIES, ECS_TYPES
 
 DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 LOGHUB = DATA / "loghub" / "Linux"
@@ -41,19 +42,6 @@ AUTH_FIXTURES = DATA / "ecs-fixtures" / "system" / "auth"
 RECEIVED = datetime(2024, 12, 11, 8, 0, tzinfo=UTC)
 CONTEXT = ParseContext(received=RECEIVED)
 
-ECS_CATEGORIES = frozenset(
-    {
-        "api", "authentication", "configuration", "database", "driver", "email", "file", "host",
-        "iam", "intrusion_detection", "library", "malware", "network", "package", "process",
-        "registry", "session", "threat", "vulnerability", "web",
-    }
-)  # fmt: skip
-ECS_TYPES = frozenset(
-    {
-        "access", "admin", "allowed", "change", "connection", "creation", "deletion", "denied",
-        "end", "error", "group", "indicator", "info", "installation", "protocol", "start", "user",
-    }
-)  # fmt: skip
 
 # What the normalizer does: the program name before "(", lower-cased, picks the parser.
 ALL_PROGRAM_PARSERS: list[ProgramParser] = [

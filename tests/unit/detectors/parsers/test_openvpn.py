@@ -20,22 +20,13 @@ from detectors.parsers.network import NETWORK_PROGRAM_PARSERS
 from detectors.parsers.openvpn import OpenvpnParser
 from detectors.syslog import SyslogLine, parse_syslog
 from socpipe.records import EcsEvent
+from tests.support.ecs import ECS_CATEGORIES, ECS_TYPES
 
 DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 RECEIVED = datetime(2024, 12, 11, 8, 0, tzinfo=UTC)
 CONTEXT = ParseContext(received=RECEIVED)
 PARSER = OpenvpnParser()
 
-ECS_CATEGORIES = frozenset({
-    "api", "authentication", "configuration", "database", "driver", "email", "file", "host",
-    "iam", "intrusion_detection", "library", "malware", "network", "package", "process",
-    "registry", "session", "threat", "vulnerability", "web",
-})  # fmt: skip
-ECS_TYPES = frozenset({
-    "access", "admin", "allowed", "change", "connection", "creation", "deletion", "denied",
-    "device", "end", "error", "group", "indicator", "info", "installation", "protocol", "start",
-    "user",
-})  # fmt: skip
 
 # --- hand-written example messages (not real server output) -----------------------------------
 
