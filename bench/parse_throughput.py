@@ -89,11 +89,18 @@ def _evtx_events(root: Path, limit: int) -> list[dict[str, Any]]:
     return events[:limit]
 
 
-def _records(fmt: str, lines: list[str], count: int) -> list[RawRecord]:
-    source = SourceRef(type="file", path=f"/var/log/{fmt}.log", format=fmt)
+def _records(fmt: str, items: list[str] | list[dict[str, Any]], count: int) -> list[RawRecord]:
+    """``count`` raw records cycling through ``items``: lines, or structured events (evtx)."""
+    structured = bool(items) and isinstance(items[0], dict)
+    source = (
+        SourceRef(type="evtx", path="bench.evtx", format=fmt)
+        if structured
+        else SourceRef(type="file", path=f"/var/log/{fmt}.log", format=fmt)
+    )
     agency = AgencyRef(id="so-tttt", tier="province")  # type: ignore[arg-type]
     collector = CollectorRef(id="bench", version="0")
     received = datetime(2026, 11, 27, 3, tzinfo=UTC)
+    payload = "data" if structured else "message"
     return [
         RawRecord(
             id=f"r{i}",
@@ -103,27 +110,7 @@ def _records(fmt: str, lines: list[str], count: int) -> list[RawRecord]:
             source=source,
             received=received,
             position=i,
-            message=lines[i % len(lines)],
-        )
-        for i in range(count)
-    ]
-
-
-def _data_records(events: list[dict[str, Any]], count: int) -> list[RawRecord]:
-    source = SourceRef(type="evtx", path="bench.evtx", format="winlog.evtx")
-    agency = AgencyRef(id="so-tttt", tier="province")  # type: ignore[arg-type]
-    collector = CollectorRef(id="bench", version="0")
-    received = datetime(2026, 11, 27, 3, tzinfo=UTC)
-    return [
-        RawRecord(
-            id=f"r{i}",
-            agency=agency,
-            collector=collector,
-            host="bench-host",
-            source=source,
-            received=received,
-            position=i,
-            data=events[i % len(events)],
+            **{payload: items[i % len(items)]},
         )
         for i in range(count)
     ]
@@ -163,7 +150,7 @@ def main() -> None:
         inputs[fmt] = _records(fmt.split(":")[0], lines, args.records)
     events = _evtx_events(data / "sigma" / "regression_data", 2000)
     if events:
-        inputs["winlog.evtx"] = _data_records(events, args.records)
+        inputs["winlog.evtx"] = _records("winlog.evtx", events, args.records)
 
     documents = [
         orjson.dumps({"message": r.message or "", "n": i})

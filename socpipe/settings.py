@@ -202,13 +202,7 @@ class DetectorSettings(_Section):
     @field_validator("syslog_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(
-                f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)"
-            ) from exc
-        return value
+        return _zone(value)
 
 
 class AlertingSettings(_Section):

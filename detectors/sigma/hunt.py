@@ -10,19 +10,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from detectors.evtxfile import read_evtx
 from detectors.normalize import Normalizer
+from detectors.parsetool import records_from_file
 from detectors.sigma.compiler import SigmaCompileError, compile_rule
 from detectors.sigma.engine import EngineRule, SigmaEngine
 from detectors.sigma.loader import Problem, load_rules
 from detectors.sigma.logsource import LogsourceRouter, logsource_key
-from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef
+from socpipe.records import AgencyRef, CollectorRef, RawRecord
+from socpipe.settings import Tier
 
 
 @dataclass
@@ -64,49 +64,14 @@ def build_engine(paths: Iterable[Path]) -> tuple[SigmaEngine, EngineReport]:
 
 def raw_records_of(path: Path) -> Iterator[RawRecord]:
     """Raw records from a file: .evtx events, our RawBatch/RawRecord JSON, or JSON lines/text."""
-    agency = AgencyRef(id="hunt", tier="province")
-    collector = CollectorRef(id="socpipe-hunt", version="1")
-    received = datetime.now(UTC)
-    if path.suffix.lower() == ".evtx":
-        source = SourceRef(type="evtx", path=str(path), format="winlog.evtx")
-        for number, event in enumerate(read_evtx(path)):
-            yield RawRecord(
-                id=f"{path.name}#{number}",
-                agency=agency,
-                collector=collector,
-                host=path.stem,
-                source=source,
-                received=received,
-                position=number,
-                data=event,
-            )
-        return
-    source = SourceRef(type="file", path=str(path), format="auto")
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle):
-            if not line.strip():
-                continue
-            if line.startswith(b'{"v"'):
-                try:
-                    data = orjson.loads(line)
-                    if "records" in data:
-                        yield from RawBatch.model_validate(data).records
-                        continue
-                    if "agency" in data and "source" in data:
-                        yield RawRecord.model_validate(data)
-                        continue
-                except ValueError:
-                    pass  # not ours after all: read as a line below
-            yield RawRecord(
-                id=f"{path.name}#{number}",
-                agency=agency,
-                collector=collector,
-                host=path.stem,
-                source=source,
-                received=received,
-                position=number,
-                message=line.rstrip(b"\r\n").decode("utf-8", "replace"),
-            )
+    return records_from_file(
+        path,
+        "auto",
+        agency=AgencyRef(id="hunt", tier=Tier.PROVINCE),
+        collector=CollectorRef(id="socpipe-hunt", version="1"),
+        host=path.stem,
+        accept_raw_json=True,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,8 +18,7 @@ from detectors.parsers.base import Fragment, ParseContext
 from detectors.parsers.network import NETWORK_PROGRAM_PARSERS
 from detectors.parsers.pfsense import PfsenseFilterlogParser
 from detectors.syslog import SyslogLine, parse_syslog
-from socpipe.records import EcsEvent
-from tests.support.ecs import ECS_CATEGORIES, ECS_TYPES
+from tests.support.ecs import assert_program_fragment
 
 DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
 RECEIVED = datetime(2024, 12, 11, 8, 0, tzinfo=UTC)
@@ -87,12 +85,7 @@ def _parse(message: str) -> Fragment:
 
 
 def _assert_valid(fragment: Fragment) -> None:
-    event: dict[str, Any] = fragment.get("event", {})
-    assert set(event.get("category", [])) <= ECS_CATEGORIES
-    assert set(event.get("type", [])) <= ECS_TYPES
-    for owned in ("organization", "labels", "related", "host", "@timestamp"):
-        assert owned not in fragment
-    EcsEvent.model_validate({**fragment, "@timestamp": RECEIVED, "event": dict(event)})
+    assert_program_fragment(fragment, RECEIVED)
 
 
 def test_every_example_parses() -> None:
