@@ -47,11 +47,18 @@ _JSON_FORMATS = frozenset({"json", "winlog.json", "portal.json"})
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
-    """An event and whether a parser understood it."""
+    """An event and whether a parser understood it.
+
+    ``document`` is the event as a plain dict, what ``event`` was validated from (strictly, so
+    that nothing was coerced on the way): what rules match and what goes to Kafka
+    (:func:`~socpipe.records.encode_document`), without a model round trip per event. Its times
+    are ``datetime`` objects, which orjson writes as ``event.to_json()`` would.
+    """
 
     event: EcsEvent
     status: Status
     format: str
+    document: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +99,16 @@ class Normalizer:
         if parsed is not None:
             doc = self._document(raw, parsed)
             try:
-                return Normalized(EcsEvent.model_validate(doc), "parsed", parsed.format)
+                event = EcsEvent.model_validate(doc, strict=True)
+                return Normalized(event, "parsed", parsed.format, doc)
             except ValidationError as exc:
                 # A parser produced a value of the wrong type: a bug, but the record stays.
                 log.warning("record %s: parsed fields rejected: %s", raw.id, exc)
                 first = exc.errors()[0]
                 error = f"parsed fields rejected: {first['loc']}: {first['msg']}"
         doc = self._unparsed(raw, error)
-        return Normalized(EcsEvent.model_validate(doc), "unparsed", raw.source.format)
+        event = EcsEvent.model_validate(doc, strict=True)
+        return Normalized(event, "unparsed", raw.source.format, doc)
 
     # --- choosing and running parsers -----------------------------------------------------------
 
@@ -175,14 +184,17 @@ class Normalizer:
     def _base(self, raw: RawRecord) -> dict[str, Any]:
         original = raw.message if raw.message is not None else orjson.dumps(raw.data).decode()
         doc: dict[str, Any] = {
+            "v": EcsEvent.model_fields["v"].default,
             "@timestamp": raw.received,
             "event": {"id": raw.id, "kind": "event", "original": original, "created": raw.received},
             "host": {"name": raw.host},
             "agent": {"id": raw.collector.id, "version": raw.collector.version, "type": "socpipe"},
-            "organization": {"id": raw.agency.id, "name": raw.agency.name},
+            "organization": {"id": raw.agency.id},
             "labels": {"tier": raw.agency.tier.value},
             "log": {"offset": raw.position},
         }
+        if raw.agency.name is not None:
+            doc["organization"]["name"] = raw.agency.name
         if raw.source.path:
             doc["log"]["file"] = {"path": raw.source.path}
         if raw.source.port is not None:
@@ -284,12 +296,14 @@ def _syslog_fragment(line: SyslogLine, zone: str) -> Fragment:
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
-    """Deep-merge ``top`` into ``base``; None values in ``top`` do not erase what is there."""
+    """Deep-merge ``top`` into ``base``; None values in ``top`` are left out, never written."""
     for key, value in top.items():
         if value is None:
             continue
-        current = base.get(key)
-        if isinstance(value, Mapping) and isinstance(current, dict):
+        if isinstance(value, Mapping):
+            current = base.get(key)
+            if not isinstance(current, dict):
+                current = base[key] = {}
             _merge(current, value)
         else:
             base[key] = value

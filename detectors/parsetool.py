@@ -17,7 +17,15 @@ import orjson
 from detectors.evtxfile import read_evtx
 from detectors.normalize import Normalized, Normalizer
 from socpipe import __version__
-from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef, utcnow
+from socpipe.records import (
+    AgencyRef,
+    CollectorRef,
+    RawBatch,
+    RawRecord,
+    SourceRef,
+    encode_document,
+    utcnow,
+)
 from socpipe.settings import Settings
 
 
@@ -116,6 +124,6 @@ def run_parse(
         for raw in raw_records(path, fmt, settings, stdin or sys.stdin.buffer):
             result: Normalized = normalizer.normalize(raw)
             counts[result.status] += 1
-            out.write(orjson.dumps(result.event.to_dict()) + b"\n")
+            out.write(encode_document(result.document) + b"\n")
     out.flush()
     return counts

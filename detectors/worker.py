@@ -24,7 +24,7 @@ from detectors.sigma.hunt import build_engine
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
 from socpipe.kafka import make_consumer, make_producer
-from socpipe.records import RawBatch
+from socpipe.records import RawBatch, encode_document
 from socpipe.settings import DetectorSettings, Settings
 from socpipe.stream import StreamLoop
 
@@ -91,8 +91,9 @@ class RawRecordHandler:
                 self.metrics.count(raw.agency.id, normalized.format, normalized.status)
                 event = normalized.event
                 key = f"{raw.agency.id}/{raw.host}".encode()
+                document = normalized.document
                 futures.append(
-                    self.producer.send(self.events_topic, key=key, value=event.to_json())
+                    self.producer.send(self.events_topic, key=key, value=encode_document(document))
                 )
                 detections = []
                 for check in self.checks:
@@ -111,7 +112,7 @@ class RawRecordHandler:
                         detections.append(detection)
                 if self.sigma is not None:
                     try:
-                        detections.extend(self.sigma.evaluate(event))
+                        detections.extend(self.sigma.evaluate(event, document))
                     except RecordError as exc:
                         log.warning("%s: Sigma skipped record %s: %s", where, raw.id, exc)
                 for detection in detections:

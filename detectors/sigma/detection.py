@@ -84,7 +84,7 @@ class SigmaDetector:
                     entities=entities,
                     dedup_key=stable_id(ref.id, entities.agency, entities.host),
                     event_ids=[event_id],
-                    events=[event.to_dict()],
+                    events=[document if document is not None else event.to_dict()],
                 )
             )
         return detections

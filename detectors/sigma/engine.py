@@ -19,18 +19,29 @@ the reference the benchmark compares against, and a cross-check in tests.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import ahocorasick
+import orjson
+import re2
 
 from detectors.sigma.compiler import KEYWORDS, CompiledRule, LiteralGroup
-from detectors.sigma.fields import field_texts, keyword_texts
+from detectors.sigma.fields import (
+    MISSING,
+    field_getter,
+    is_structured,
+    keyword_texts,
+    texts_of,
+)
 from detectors.sigma.logsource import LogsourceKey, LogsourceRouter
 
 # A literal shorter than this is a poor anchor (it fires on almost every event).
 _MIN_USEFUL_LITERAL = 3
+# RE2's budget for one prefilter alternation (its default, 8 MiB, is short for thousands).
+_PREFILTER_MEMORY = 64 << 20
+_ORIGINAL: Final = field_getter("event.original")
 # Fields of the log-source guards the pipeline adds: every event of the source has those
 # literals, so they select nothing within a bucket and make poor anchors.
 _GUARD_FIELDS = frozenset(
@@ -46,14 +57,66 @@ class EngineRule:
     keys: frozenset[LogsourceKey]
 
 
+class _Scanner:
+    """The literals of one field's anchors: which fire in a text, and for which rules.
+
+    pyahocorasick finds every literal of a casefolded text in one pass, but costs about 7 ns a
+    character; on long texts (command lines, script blocks, a whole event for keywords) RE2's
+    DFA answers "is any literal here at all?" several times faster, and mostly the answer is no.
+    So a long text meets the RE2 alternation first and the automaton only when it hit. RE2's
+    ``(?i)`` is ASCII case folding: on an ASCII text, which is most, it spares the casefold;
+    other texts are casefolded first. RE2 falls back to its NFA when its DFA runs out of memory,
+    so the prefilter is exact either way.
+    """
+
+    __slots__ = ("_any", "_automaton")
+
+    # Below this length the automaton alone is cheaper than a second pass.
+    LONG_TEXT: Final = 256
+
+    def __init__(self, by_literal: Mapping[str, list[int]]) -> None:
+        automaton = ahocorasick.Automaton()
+        for literal, indexes in by_literal.items():
+            automaton.add_word(literal, indexes)
+        automaton.make_automaton()
+        self._automaton = automaton
+        self._any: Any = None
+        options = re2.Options()
+        options.max_mem = _PREFILTER_MEMORY
+        pattern = "|".join(re2.escape(literal) for literal in sorted(by_literal))
+        try:
+            self._any = re2.compile(f"(?i)(?:{pattern})", options=options)
+        except re2.error:
+            self._any = None  # too big for RE2: the automaton alone is still exact
+
+    def fire(self, text: str, found: set[int]) -> None:
+        """Add to ``found`` the rules of every literal in ``text`` (as the event has it)."""
+        if len(text) >= self.LONG_TEXT and self._any is not None:
+            if text.isascii():
+                if self._any.search(text) is None:
+                    return
+                text = text.lower()
+            else:
+                text = text.casefold()
+                if self._any.search(text) is None:
+                    return
+        else:
+            text = text.casefold()
+        for _end, indexes in self._automaton.iter(text):
+            found.update(indexes)
+
+
 @dataclass
 class _Bucket:
     """Rules with their literal index: those of one set of log sources an event can be of."""
 
     rules: list[CompiledRule] = field(default_factory=list)
     unanchored: list[int] = field(default_factory=list)
-    # field path (or KEYWORDS) -> automaton whose values are lists of rule indexes
-    automata: dict[str | None, Any] = field(default_factory=dict)
+    # (getter of a field's casefolded texts, its scanner); keyword search apart
+    scanners: list[tuple[Callable[[Mapping[str, Any]], Any], _Scanner]] = field(
+        default_factory=list
+    )
+    keywords: _Scanner | None = None
 
     @classmethod
     def build(cls, rules: Iterable[CompiledRule]) -> _Bucket:
@@ -70,25 +133,26 @@ class _Bucket:
                 for literal in literals:
                     pending[path][literal].append(index)
         for path, by_literal in pending.items():
-            automaton = ahocorasick.Automaton()
-            for literal, indexes in by_literal.items():
-                automaton.add_word(literal, indexes)
-            automaton.make_automaton()
-            bucket.automata[path] = automaton
+            if path is KEYWORDS:
+                bucket.keywords = _Scanner(_with_json_forms(by_literal))
+            else:
+                bucket.scanners.append((field_getter(path), _Scanner(by_literal)))
         return bucket
 
     def candidates(self, event: Mapping[str, Any]) -> set[int]:
         """Indexes of the rules whose anchor fired on ``event``, and of those with none."""
         found = set(self.unanchored)
-        for path, automaton in self.automata.items():
-            texts = (
-                [text.casefold() for text in keyword_texts(event)]
-                if path is KEYWORDS
-                else field_texts(event, path)
-            )
-            for text in texts:
-                for _end, indexes in automaton.iter(text):
-                    found.update(indexes)
+        for getter, scanner in self.scanners:
+            value = getter(event)
+            if value is MISSING:
+                continue
+            if type(value) is str:
+                scanner.fire(value, found)
+            else:
+                for text in texts_of(value):
+                    scanner.fire(text, found)
+        if self.keywords is not None:
+            self.keywords.fire(_keyword_haystack(event), found)
         return found
 
 
@@ -135,6 +199,32 @@ class SigmaEngine:
         """The same answer without the literal index: every rule of the event's log sources."""
         bucket = self._bucket(self.router.keys_for(event))
         return [rule for rule in bucket.rules if rule.matches(event)]
+
+
+def _keyword_haystack(event: Mapping[str, Any]) -> str:
+    """One text holding every keyword text of ``event``, for the keyword prefilter.
+
+    An original that is a JSON object is scanned as it is, without decoding it: each string it
+    holds is there in JSON's escaped form, which ``_with_json_forms`` adds to the literals.
+    That holds for JSON's short escapes only (backslash, quote, ``/``, ``\\n``...), which have
+    no case; an original with ``\\u`` escapes is decoded. Elsewhere the texts are joined: a
+    literal across a seam only widens the candidates.
+    """
+    original = _ORIGINAL(event)
+    if is_structured(original) and "\\u" not in original:
+        return original  # type: ignore[no-any-return]
+    return "\n".join(keyword_texts(event))
+
+
+def _with_json_forms(by_literal: Mapping[str, list[int]]) -> dict[str, list[int]]:
+    """The keyword literals, and each as a JSON string holds it (see ``_keyword_haystack``)."""
+    forms: dict[str, list[int]] = defaultdict(list)
+    for literal, indexes in by_literal.items():
+        escaped = orjson.dumps(literal).decode()[1:-1]
+        variants = {literal, escaped, escaped.replace("/", "\\/")}
+        for variant in variants:
+            forms[variant].extend(index for index in indexes if index not in forms[variant])
+    return dict(forms)
 
 
 def _anchor(groups: Sequence[LiteralGroup]) -> LiteralGroup | None:

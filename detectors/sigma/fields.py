@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
+
+import orjson
 
 
 class Missing(enum.Enum):
@@ -148,7 +151,8 @@ def value_text(value: Any) -> str | None:
     """The text a string test sees for one (non-list) event value, or None if it has none.
 
     Strings are themselves; numbers their decimal form (a rule's ``EventID: '4688'`` matches an
-    event's 4688); booleans ``true``/``false``; None, dicts and other objects have no text.
+    event's 4688); booleans ``true``/``false``; times as JSON writes them
+    (``2026-11-27T03:00:00Z``); None, dicts and other objects have no text.
     """
     kind = type(value)
     if kind is str:
@@ -159,6 +163,9 @@ def value_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, datetime):
+        # A document's times are datetimes (see Normalized.document): their text is the JSON's.
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z).decode()[1:-1]
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -176,11 +183,11 @@ def field_texts(event: Mapping[str, Any], path: str) -> list[str]:
     match when each required literal group has a literal in one of these (or, for keywords, in
     :func:`keyword_texts`, casefolded).
     """
-    value = field_getter(path)(event)
-    return _texts(value)
+    return texts_of(field_getter(path)(event))
 
 
-def _texts(value: Any) -> list[str]:
+def texts_of(value: Any) -> list[str]:
+    """The casefolded texts of a value a field getter returned (see :func:`field_texts`)."""
     if value is MISSING:
         return []
     values = iter_scalars(value) if type(value) is list or type(value) is tuple else (value,)
@@ -195,13 +202,20 @@ def _texts(value: Any) -> list[str]:
 def keyword_texts(event: Mapping[str, Any]) -> list[str]:
     """The texts a keyword detection searches: ``event.original`` and ``message``.
 
-    When the event has neither, every string value in it (keys excluded), as a full-text search
-    over a document without its original would.
+    An original that is a JSON object (an event shipped as JSON: Windows events from NXLog,
+    winlogbeat or an EVTX file, JSON application logs) is searched as the string values it
+    holds, decoded, not as JSON text, which escapes every backslash (a rule's path keyword would
+    never match it). An event with neither field is searched in all its string values.
     """
+    original = field_getter("event.original")(event)
+    if is_structured(original):
+        decoded = structured_original(original)
+        # Text that only looks like a JSON object is searched as it is.
+        return _all_strings(decoded) if decoded is not None else [original]
     texts: list[str] = []
     present = False
     for path in KEYWORD_FIELDS:
-        value = field_getter(path)(event)
+        value = original if path == "event.original" else field_getter(path)(event)
         if value is MISSING or value is None:
             continue
         present = True
@@ -211,9 +225,23 @@ def keyword_texts(event: Mapping[str, Any]) -> list[str]:
             texts.extend(item for item in iter_scalars(value) if isinstance(item, str))
         elif isinstance(value, str):
             texts.append(str.__str__(value))
-    if present:
-        return texts
-    return _all_strings(event)
+    return texts if present else _all_strings(event)
+
+
+def is_structured(original: Any) -> bool:
+    """Whether an event's original text looks like a JSON object (see :func:`keyword_texts`)."""
+    if type(original) is not str or original[:1] != "{":
+        return False
+    return original[-1:] == "}" or original.rstrip()[-1:] == "}"
+
+
+def structured_original(original: str) -> dict[str, Any] | None:
+    """The JSON object an event's original text is, or None if it is not one."""
+    try:
+        decoded = orjson.loads(original)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if type(decoded) is dict else None
 
 
 def _all_strings(event: Any) -> list[str]:
@@ -224,13 +252,17 @@ def _all_strings(event: Any) -> list[str]:
     while stack and visited < _MAX_NODES:
         node = stack.pop()
         visited += 1
-        if isinstance(node, str):
+        if type(node) is str:
+            texts.append(node)
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list or type(node) is tuple:
+            stack.extend(node)
+        elif isinstance(node, str):
             texts.append(str.__str__(node))
         elif isinstance(node, Mapping):
             try:
                 stack.extend(node.values())
             except Exception:  # noqa: S112  # a foreign Mapping may raise: skip it
                 continue
-        elif type(node) is list or type(node) is tuple:
-            stack.extend(node)
     return texts

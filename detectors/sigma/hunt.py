@@ -106,18 +106,17 @@ def hunt(
     """For each record: 1 and its hits (so a caller can count events and show progress)."""
     normalizer = normalizer or Normalizer()
     for raw in records:
-        event: dict[str, Any] = normalizer.normalize(raw).event.to_dict()
+        normalized = normalizer.normalize(raw)
+        event: dict[str, Any] = normalized.document
+        matched = engine.match(event)
+        if not matched:
+            yield 1, []
+            continue
+        timestamp = orjson.dumps(normalized.event.timestamp, option=orjson.OPT_UTC_Z).decode()
+        host = normalized.event.host.name if normalized.event.host is not None else None
         hits = [
-            Hit(
-                rule.id,
-                rule.title,
-                rule.level,
-                rule.tags,
-                raw.id,
-                str(event.get("@timestamp")),
-                (event.get("host") or {}).get("name"),
-            )
-            for rule in engine.match(event)
+            Hit(rule.id, rule.title, rule.level, rule.tags, raw.id, timestamp.strip('"'), host)
+            for rule in matched
         ]
         yield 1, hits
 

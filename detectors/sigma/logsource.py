@@ -31,6 +31,7 @@ from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaLogSource, SigmaRule
 from sigma.types import SigmaNull, SigmaNumber, SigmaString
 
+from detectors.sigma.fields import MISSING, field_getter, iter_scalars
 from detectors.sigma.pipelines import ExactLogsourceCondition, process_rule, resolve_pipelines
 
 # (product, category, service), lower-case; None where the rule names none.
@@ -38,6 +39,8 @@ LogsourceKey = tuple[str | None, str | None, str | None]
 # Fields whose value picks the guards worth checking for an event (one dict lookup each).
 _ANCHORS: Final = ("winlog.channel", "event.dataset")
 _PROBE_FIELD: Final = "SocpipeRoutingProbe"
+# How many distinct guard-field signatures the router remembers before it forgets them all.
+_KNOWN_SIGNATURES: Final = 16_384
 
 
 def logsource_key(logsource: SigmaLogSource) -> LogsourceKey:
@@ -75,8 +78,10 @@ class LogsourceRouter:
         self._by_anchor: dict[str, dict[str, list[_Route]]] = defaultdict(lambda: defaultdict(list))
         self._unanchored: list[_Route] = []
         self._keys: set[LogsourceKey] = set()
+        paths: set[str] = set()
         for route in routes:
             self._keys.update(route.names)
+            paths.update(path for path, _ in route.constraints)
             anchor = next(
                 (
                     (path, values)
@@ -90,6 +95,10 @@ class LogsourceRouter:
             else:
                 for value in anchor[1]:
                     self._by_anchor[anchor[0]][value].append(route)
+        # The answer depends only on the values of the fields the guards name (a few: channel,
+        # event id, dataset, ...), and events of one source repeat them: remember the answers.
+        self._getters = tuple(field_getter(path) for path in sorted(paths))
+        self._known: dict[tuple[Any, ...], frozenset[LogsourceKey]] = {}
 
     @classmethod
     def build(
@@ -116,7 +125,21 @@ class LogsourceRouter:
         return frozenset(self._keys)
 
     def keys_for(self, event: Mapping[str, Any]) -> frozenset[LogsourceKey]:
-        """The log sources whose guard ``event`` satisfies (plain dict walks: runs per event)."""
+        """The log sources whose guard ``event`` satisfies."""
+        signature = tuple(_hashable(get(event)) for get in self._getters)
+        try:
+            return self._known[signature]
+        except KeyError:
+            pass
+        except TypeError:  # a value no hash can key (a dict): answer without remembering
+            return self._keys_for(event)
+        found = self._keys_for(event)
+        if len(self._known) >= _KNOWN_SIGNATURES:
+            self._known.clear()  # odd traffic (every event a new id): start over, stay bounded
+        self._known[signature] = found
+        return found
+
+    def _keys_for(self, event: Mapping[str, Any]) -> frozenset[LogsourceKey]:
         found: set[LogsourceKey] = set()
         for anchor, routes_by_value in self._by_anchor.items():
             for value in _values(event, anchor):
@@ -234,17 +257,23 @@ def _constraints(detection: SigmaDetection) -> list[tuple[str, frozenset[str] | 
 
 
 def _values(event: Mapping[str, Any], path: str) -> list[str]:
-    """The values at dotted ``path`` as lower-case text (each element of a list); [] if absent."""
-    node: Any = event
-    for part in path.split("."):
-        if not isinstance(node, Mapping):
-            return []
-        node = node.get(part)
-        if node is None:
-            return []
-    if isinstance(node, list):
-        return [_text(value) for value in node if value is not None]
+    """The values at dotted ``path`` as lower-case text (each element of a list); [] if absent.
+
+    Read by the rules' own field getter, so that routes and guards see the same values.
+    """
+    node = field_getter(path)(event)
+    if node is MISSING or node is None:
+        return []
+    if type(node) is list or type(node) is tuple:
+        return [_text(value) for value in iter_scalars(node) if value is not None]
     return [_text(node)]
+
+
+def _hashable(value: Any) -> Any:
+    """A field's value as part of a dict key: lists become tuples (dicts stay, and fail)."""
+    if type(value) is list:
+        return tuple(_hashable(item) for item in value)
+    return value
 
 
 def _text(value: Any) -> str:

@@ -58,7 +58,7 @@ def _event(data: dict[str, Any], number: int, fmt: str = "winlog.evtx") -> dict[
             "data": data,
         }
     )
-    return Normalizer().normalize(raw).event.to_dict()
+    return Normalizer().normalize(raw).document
 
 
 def test_every_regression_case_matches_its_rule(

@@ -1,0 +1,163 @@
+"""The engine's prefilters change no answer: keyword search over events shipped as JSON, long
+texts that meet RE2 before the automaton, and the router's memory of guard values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from detectors.normalize import Normalizer
+from detectors.sigma.engine import SigmaEngine
+from detectors.sigma.fields import field_texts, keyword_texts
+from detectors.sigma.hunt import build_engine
+from socpipe.records import RawRecord, SourceRef, encode_document
+
+KEYWORD_RULE = r"""
+title: Mimikatz keywords
+id: 5f5e9d5a-0000-4000-8000-000000000001
+logsource:
+  product: windows
+detection:
+  keywords:
+    - '\mimilib.dll'
+    - 'sekurlsa::'
+  condition: keywords
+level: high
+"""
+
+COMMAND_RULE = """
+title: Long command line
+id: 5f5e9d5a-0000-4000-8000-000000000002
+logsource:
+  product: windows
+  category: process_creation
+detection:
+  selection:
+    CommandLine|contains:
+      - 'Invoke-Mimikatz'
+      - 'straße'
+  condition: selection
+level: high
+"""
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> SigmaEngine:
+    folder = tmp_path_factory.mktemp("rules")
+    (folder / "keywords.yml").write_text(KEYWORD_RULE, encoding="utf-8")
+    (folder / "command.yml").write_text(COMMAND_RULE, encoding="utf-8")
+    built, report = build_engine([folder])
+    assert report.compiled == 2, report.messages
+    return built
+
+
+def _sysmon(number: int, **fields: Any) -> dict[str, Any]:
+    data = {
+        "EventID": number,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "SourceName": "Microsoft-Windows-Sysmon",
+        "Hostname": "ubnd-pc-07.tinh.gov.vn",
+        "UtcTime": "2026-11-27 02:00:00.000",
+        **fields,
+    }
+    raw = RawRecord.model_validate(
+        {
+            "id": f"r{number}",
+            "agency": {"id": "so-tttt", "tier": "province"},
+            "collector": {"id": "c", "version": "0"},
+            "host": "h",
+            "source": SourceRef(type="file", path="x.json", format="winlog.json"),
+            "received": datetime(2026, 11, 27, tzinfo=UTC),
+            "position": number,
+            "data": data,
+        }
+    )
+    return Normalizer().normalize(raw).document
+
+
+def _titles(engine: SigmaEngine, event: dict[str, Any]) -> list[str]:
+    indexed = [rule.title for rule in engine.match(event)]
+    assert indexed == [rule.title for rule in engine.match_naive(event)]
+    return indexed
+
+
+def test_keywords_of_a_json_original_are_its_decoded_strings() -> None:
+    event = _sysmon(7, ImageLoaded="C:\\Windows\\Temp\\mimilib.dll")
+    assert event["event"]["original"].count("\\\\") >= 2  # JSON doubles each backslash
+    assert "C:\\Windows\\Temp\\mimilib.dll" in keyword_texts(event)
+    assert event["event"]["original"] not in keyword_texts(event)
+
+
+def test_a_keyword_with_a_backslash_matches_an_event_shipped_as_json(engine: SigmaEngine) -> None:
+    hit = _sysmon(7, ImageLoaded="C:\\Windows\\Temp\\MIMILIB.DLL")
+    assert _titles(engine, hit) == ["Mimikatz keywords"]
+    quoted = _sysmon(1, CommandLine='mimikatz.exe "sekurlsa::logonpasswords" exit')
+    assert "Mimikatz keywords" in _titles(engine, quoted)
+    miss = _sysmon(7, ImageLoaded="C:\\Windows\\System32\\mimilib.dll.bak\\x")
+    assert _titles(engine, miss) == ["Mimikatz keywords"]  # contains, as keywords do
+    assert _titles(engine, _sysmon(7, ImageLoaded="C:\\Windows\\System32\\kernel32.dll")) == []
+
+
+def test_a_json_original_with_unicode_escapes_is_decoded_for_keywords(
+    engine: SigmaEngine,
+) -> None:
+    event = _sysmon(7, ImageLoaded="C:\\Windows\\Temp\\mimilib.dll")
+    # A shipper that escapes every character it can (json.dumps with ensure_ascii does é so).
+    event["event"]["original"] = event["event"]["original"].replace("mimilib", "\\u006dimilib")
+    assert _titles(engine, event) == ["Mimikatz keywords"]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("powershell -nop -c " + "A" * 600 + " ; iNvOkE-mImIkAtZ -DumpCreds", True),
+        ("powershell -c 'Xin chào Sở Thông tin' " + "ạ" * 400 + " INVOKE-MIMIKATZ", True),
+        ("cmd /c echo " + "b" * 800 + " STRASSE", True),  # casefold: ß is ss
+        ("cmd /c echo " + "Điều hành " * 60 + " STRAẞE", True),
+        ("powershell -nop -c " + "A" * 600 + " ; Invoke-Mimi katz", False),
+        ("powershell -c 'Xin chào' " + "ạ" * 400, False),
+    ],
+)
+def test_long_command_lines_match_as_short_ones_do(
+    engine: SigmaEngine, command: str, expected: bool
+) -> None:
+    assert len(command) > 256  # long enough to meet the RE2 prefilter first
+    event = _sysmon(1, CommandLine=command, Image="C:\\Windows\\System32\\cmd.exe")
+    assert ("Long command line" in _titles(engine, event)) is expected
+    short = _sysmon(1, CommandLine=command[-40:], Image="C:\\Windows\\System32\\cmd.exe")
+    assert ("Long command line" in _titles(engine, short)) is expected
+
+
+def test_the_router_remembers_answers_per_guard_values_only(engine: SigmaEngine) -> None:
+    router = engine.router
+    sysmon = _sysmon(1, CommandLine="whoami")
+    other_host = _sysmon(1, CommandLine="hostname", Hostname="another")
+    registry = _sysmon(13, TargetObject="HKLM\\Software\\x")
+    first = router.keys_for(sysmon)
+    assert router.keys_for(other_host) == first  # same guard values: the same log sources
+    assert ("windows", "process_creation", None) in first
+    assert router.keys_for(registry) != first
+    assert ("windows", "process_creation", None) not in router.keys_for(registry)
+    dotted = {"winlog.channel": "Microsoft-Windows-Sysmon/Operational", "winlog.event_id": "1"}
+    assert router.keys_for(dotted) == first  # dotted keys are read as the rules read them
+    assert router.keys_for({"winlog": {"channel": {"odd": ["dict"]}}}) == frozenset()
+
+
+def test_times_in_a_document_read_as_json_text() -> None:
+    document = _sysmon(1, CommandLine="x")
+    assert isinstance(document["@timestamp"], datetime)
+    as_json = orjson.loads(encode_document(document))
+    for path in ("@timestamp", "event.created"):
+        assert field_texts(document, path) == [as_json_text(as_json, path).casefold()]
+    assert field_texts(document, "@timestamp") == ["2026-11-27t02:00:00z"]
+
+
+def as_json_text(document: dict[str, Any], path: str) -> str:
+    node: Any = document
+    for part in path.split("."):
+        node = node[part]
+    assert isinstance(node, str)
+    return node
