@@ -276,8 +276,12 @@ def _syslog_fragment(line: SyslogLine, zone: str) -> Fragment:
         "@timestamp": line.timestamp,
         "message": line.message,
         "event": {},
-        "process": {"name": line.program, "pid": line.pid},
     }
+    process = {
+        key: value for key, value in (("name", line.program), ("pid", line.pid)) if value is not None
+    }
+    if process:
+        fragment["process"] = process
     if line.hostname:
         fragment["host"] = {"name": line.hostname, "hostname": line.hostname}
     if line.zone_assumed:
@@ -296,14 +300,17 @@ def _syslog_fragment(line: SyslogLine, zone: str) -> Fragment:
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
-    """Deep-merge ``top`` into ``base``; None values in ``top`` are left out, never written."""
+    """Deep-merge ``top`` into ``base``; None values in ``top`` do not erase what is there.
+
+    A part of ``top`` that ``base`` lacks is taken as it is, not copied: parsers build their
+    fragments fresh per event, and must leave None out of them (``put`` does), which the
+    normalizer's tests check by comparing each document with its validated event.
+    """
     for key, value in top.items():
         if value is None:
             continue
-        if isinstance(value, Mapping):
-            current = base.get(key)
-            if not isinstance(current, dict):
-                current = base[key] = {}
+        current = base.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
             _merge(current, value)
         else:
             base[key] = value

@@ -114,6 +114,18 @@ class LiteralGroup:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class NumberGroup:
+    """A field every matching event has a value of that equals one of ``numbers``.
+
+    "Equals" as the rule's numeric test has it: :func:`~detectors.sigma.values.as_number` of a
+    value (of each element of a list) is one of them (``4688``, ``"4688"`` and ``4688.0`` alike).
+    """
+
+    field: str
+    numbers: frozenset[int | float]
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledRule:
     """A Sigma rule compiled into a matcher; ``matches(event)`` is the whole of its logic.
@@ -121,6 +133,8 @@ class CompiledRule:
     ``required_literals`` is a conjunction of :class:`LiteralGroup`: every event the rule matches
     satisfies each group (an empty tuple promises nothing). NOT subtrees, regexes, numbers and
     other non-literal tests contribute nothing, so the promise is sound, not complete.
+    ``required_numbers`` likewise promises numeric equalities the whole condition ANDs (the
+    ``EventID`` of most Windows rules).
     """
 
     id: str | None
@@ -131,6 +145,7 @@ class CompiledRule:
     matches: Matcher = field(repr=False)
     required_literals: tuple[LiteralGroup, ...] = ()
     path: Path | None = None
+    required_numbers: tuple[NumberGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +206,7 @@ def compile_rule(rule: SigmaRule, *, logsource: SigmaLogSource | None = None) ->
         matches=matches,
         required_literals=_required(root),
         path=path,
+        required_numbers=_required_numbers(root),
     )
 
 
@@ -447,6 +463,23 @@ def _required(root: _Node) -> tuple[LiteralGroup, ...]:
         if not any(other <= group for other in kept):
             kept.append(group)
     return tuple(_literal_group(group) for group in kept)
+
+
+def _required_numbers(root: _Node) -> tuple[NumberGroup, ...]:
+    """Numeric equalities the whole condition ANDs: a field whose every test is ``= n``."""
+    conjuncts = root.children if isinstance(root, _And) else [root]
+    groups = []
+    fields = [
+        child
+        for node in conjuncts
+        for child in (node.groups if isinstance(node, _FieldAll) else [node])
+        if isinstance(child, _Field) and child.tests
+    ]
+    for node in fields:
+        numbers = [test.number if isinstance(test, ScalarTest) else None for test in node.tests]
+        if all(number is not None for number in numbers):
+            groups.append(NumberGroup(node.name, frozenset(n for n in numbers if n is not None)))
+    return tuple(groups)
 
 
 def _literal_group(group: _Group) -> LiteralGroup:

@@ -11,6 +11,8 @@ Two indexes stand between an event and the rules' matchers:
    selective group as its *anchor* and builds, per log source and field, one Aho–Corasick
    automaton (pyahocorasick) of all anchors' literals. An event's field texts run through the
    automaton once; only rules whose anchor fired, plus the few with no anchor, are evaluated.
+   A rule without a literal anchor may have a numeric one (``EventID: 4624`` and nothing
+   longer): such rules are looked up by the event's number in a dict.
 
 ``match_naive`` skips the literal index (it evaluates every rule of the event's log sources):
 the reference the benchmark compares against, and a cross-check in tests.
@@ -27,15 +29,17 @@ import ahocorasick
 import orjson
 import re2
 
-from detectors.sigma.compiler import KEYWORDS, CompiledRule, LiteralGroup
+from detectors.sigma.compiler import KEYWORDS, CompiledRule, LiteralGroup, NumberGroup
 from detectors.sigma.fields import (
     MISSING,
     field_getter,
     is_structured,
+    iter_scalars,
     keyword_texts,
     texts_of,
 )
 from detectors.sigma.logsource import LogsourceKey, LogsourceRouter
+from detectors.sigma.values import as_number
 
 # A literal shorter than this is a poor anchor (it fires on almost every event).
 _MIN_USEFUL_LITERAL = 3
@@ -117,17 +121,27 @@ class _Bucket:
         default_factory=list
     )
     keywords: _Scanner | None = None
+    # (getter, rules by number): rules without a literal anchor but a numeric one (EventID)
+    numbers: list[tuple[Callable[[Mapping[str, Any]], Any], dict[Any, list[int]]]] = field(
+        default_factory=list
+    )
 
     @classmethod
     def build(cls, rules: Iterable[CompiledRule]) -> _Bucket:
         bucket = cls()
         pending: dict[str | None, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        by_number: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
         for rule in rules:
             index = len(bucket.rules)
             bucket.rules.append(rule)
             anchor = _anchor(rule.required_literals)
             if anchor is None:
-                bucket.unanchored.append(index)
+                numeric = _number_anchor(rule.required_numbers)
+                if numeric is None:
+                    bucket.unanchored.append(index)
+                else:
+                    for number in numeric.numbers:
+                        by_number[numeric.field][number].append(index)
                 continue
             for path, literals in anchor.alternatives:
                 for literal in literals:
@@ -137,6 +151,8 @@ class _Bucket:
                 bucket.keywords = _Scanner(_with_json_forms(by_literal))
             else:
                 bucket.scanners.append((field_getter(path), _Scanner(by_literal)))
+        for path, rules_by in by_number.items():
+            bucket.numbers.append((field_getter(path), dict(rules_by)))
         return bucket
 
     def candidates(self, event: Mapping[str, Any]) -> set[int]:
@@ -153,6 +169,16 @@ class _Bucket:
                     scanner.fire(text, found)
         if self.keywords is not None:
             self.keywords.fire(_keyword_haystack(event), found)
+        for getter, by_number in self.numbers:
+            value = getter(event)
+            if value is MISSING:
+                continue
+            for item in iter_scalars(value) if type(value) is list else (value,):
+                number = as_number(item)
+                if number is not None:
+                    indexes = by_number.get(number)
+                    if indexes is not None:
+                        found.update(indexes)
         return found
 
 
@@ -183,11 +209,16 @@ class SigmaEngine:
 
     @property
     def anchored_share(self) -> float:
-        """The share of rules that have a literal anchor (for reports)."""
+        """The share of rules that have an anchor, literal or numeric (for reports)."""
         rules = {id(rule): rule for rules in self._by_key.values() for rule in rules}
         if not rules:
             return 0.0
-        return sum(_anchor(r.required_literals) is not None for r in rules.values()) / len(rules)
+        anchored = sum(
+            _anchor(rule.required_literals) is not None
+            or _number_anchor(rule.required_numbers) is not None
+            for rule in rules.values()
+        )
+        return anchored / len(rules)
 
     def match(self, event: Mapping[str, Any]) -> list[CompiledRule]:
         """The rules ``event`` matches, each once."""
@@ -225,6 +256,12 @@ def _with_json_forms(by_literal: Mapping[str, list[int]]) -> dict[str, list[int]
         for variant in variants:
             forms[variant].extend(index for index in indexes if index not in forms[variant])
     return dict(forms)
+
+
+def _number_anchor(groups: Sequence[NumberGroup]) -> NumberGroup | None:
+    """The numeric equality with fewest numbers, outside the log-source guards."""
+    usable = [group for group in groups if group.field not in _GUARD_FIELDS and group.numbers]
+    return min(usable, key=lambda group: len(group.numbers), default=None)
 
 
 def _anchor(groups: Sequence[LiteralGroup]) -> LiteralGroup | None:

@@ -133,6 +133,8 @@ class ScalarTest:
     name: str
     test: Callable[[Any], bool]
     cost: int
+    # For numeric equality: the number (so an index can look the rule up by the event's value).
+    number: int | float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,7 +472,7 @@ def _number_equals(number: int | float) -> ScalarTest:
         found = as_number(item)
         return found is not None and found == number
 
-    return ScalarTest(f"= {number}", equals, 1)
+    return ScalarTest(f"= {number}", equals, 1, number)
 
 
 def _bool_equals(expected: bool) -> ScalarTest:

@@ -4,6 +4,7 @@ texts that meet RE2 before the automaton, and the router's memory of guard value
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -161,3 +162,51 @@ def as_json_text(document: dict[str, Any], path: str) -> str:
         node = node[part]
     assert isinstance(node, str)
     return node
+
+
+def test_rules_anchored_by_an_event_id_are_looked_up_by_number(tmp_path: Path) -> None:
+    (tmp_path / "rdp.yml").write_text(
+        """
+title: RDP logon
+id: 5f5e9d5a-0000-4000-8000-000000000003
+logsource:
+  product: windows
+  service: security
+detection:
+  selection:
+    EventID: 4624
+    LogonType: 10
+  condition: selection
+level: medium
+""",
+        encoding="utf-8",
+    )
+    built, _ = build_engine([tmp_path])
+    (rule,) = [rule for rules in built._by_key.values() for rule in rules][:1]
+    assert [(g.field, set(g.numbers)) for g in rule.required_numbers if g.numbers == {4624}] == [
+        ("winlog.event_id", {4624})
+    ]
+
+    def security(event_id: Any, logon_type: Any) -> dict[str, Any]:
+        return {
+            "winlog": {
+                "channel": "Security",
+                "event_id": event_id,
+                "event_data": {"LogonType": logon_type},
+            },
+            "event": {"code": str(event_id)},
+        }
+
+    bucket = built._bucket(built.router.keys_for(security("4624", "10")))
+    assert bucket.unanchored == []  # found through the number, not tried on every event
+    for event_id, logon_type, expected in [
+        ("4624", "10", True),
+        (4624, 10, True),
+        ("4624.0", " 10", True),
+        ("4625", "10", False),
+        ("4624", "3", False),
+    ]:
+        event = security(event_id, logon_type)
+        titles = [r.title for r in built.match(event)]
+        assert titles == [r.title for r in built.match_naive(event)]
+        assert (titles == ["RDP logon"]) is expected, (event_id, logon_type)
