@@ -33,7 +33,9 @@ services_app = typer.Typer(
 config_app = typer.Typer(help="Check and show configuration.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
-rules_app = typer.Typer(help="Sigma rules: validate.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Sigma rules: validate, test, import a SigmaHQ checkout.", no_args_is_help=True
+)
 app.add_typer(rules_app, name="rules")
 
 console = Console(stderr=True)
@@ -250,6 +252,60 @@ def rules_validate(
     for line in report.format_report():
         print(line)
     raise typer.Exit(report.exit_code)
+
+
+@rules_app.command("test")
+def rules_test(
+    paths: Annotated[list[Path], typer.Argument(help="rule files or folders (or .tests.yml)")],
+    require_tests: Annotated[
+        bool, typer.Option("--require-tests", help="a rule without a tests file is an error")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list passed cases too")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run each rule's example events (<rule>.tests.yml beside it) through parsers and engine."""
+    testing = importlib.import_module("detectors.sigma.ruletest")
+    worker = importlib.import_module("detectors.worker")
+    normalizer = worker.build_normalizer(_settings(config).detector)
+    report = testing.run_tests(paths, require_tests=require_tests, normalizer=normalizer)
+    for line in report.format_report(verbose=verbose):
+        print(line)
+    raise typer.Exit(report.exit_code)
+
+
+@rules_app.command("import")
+def rules_import(
+    source: Annotated[
+        Path, typer.Argument(help="a SigmaHQ checkout, or a folder of rules", file_okay=False)
+    ],
+    into: Annotated[
+        Path | None,
+        typer.Option(help="where to install them (default: <socpipe home>/rules/sigmahq)"),
+    ] = None,
+    include_aside: Annotated[
+        bool, typer.Option("--include-aside", help="also deprecated/ and unsupported/")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="list every rule left out")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Install the rules of a SigmaHQ checkout that socpipe can run, with a manifest of the rest.
+
+    Point detector.rules_paths at the folder to run them.
+    """
+    importer = importlib.import_module("detectors.sigma.importer")
+    if into is None:
+        local = importlib.import_module("socpipe.localservices")
+        home = _settings(config).local.home or local.default_home()
+        into = home / "rules" / "sigmahq"
+    try:
+        report = importer.import_rules(source, into, include_aside=include_aside)
+    except importer.RuleImportError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    for line in report.format_report(verbose=verbose):
+        print(line)
 
 
 @app.command("detect")

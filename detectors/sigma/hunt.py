@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from sigma.processing.pipeline import ProcessingPipeline
 
 from detectors.normalize import Normalizer
 from detectors.parsetool import records_from_file
 from detectors.sigma.compiler import SigmaCompileError, compile_rule
 from detectors.sigma.engine import EngineRule, SigmaEngine
-from detectors.sigma.loader import Problem, load_rules
+from detectors.sigma.loader import LoadedRule, LoadResult, Problem, load_rules
 from detectors.sigma.logsource import LogsourceRouter, logsource_key
 from socpipe.records import AgencyRef, CollectorRef, RawRecord
 from socpipe.settings import Tier
@@ -46,20 +47,40 @@ def build_engine(paths: Iterable[Path]) -> tuple[SigmaEngine, EngineReport]:
     result = load_rules(list(paths))
     report = EngineReport(problems=len(result.errors), correlations=len(result.correlations))
     report.messages.extend(str(problem) for problem in result.errors)
-    entries: list[EngineRule] = []
+    compiled, failures = compile_loaded(result)
+    for _, error in failures:
+        report.failed += 1
+        report.reasons[str(error.reason)] += 1
+        report.messages.append(str(error))
+    report.compiled = len(compiled)
+    return engine_of(entry for _, entry in compiled), report
+
+
+def compile_loaded(
+    result: LoadResult,
+) -> tuple[list[tuple[LoadedRule, EngineRule]], list[tuple[LoadedRule, SigmaCompileError]]]:
+    """Each loaded rule compiled and filed under its log-source keys (as written and as the
+    pipeline left it), or its compile error."""
+    compiled: list[tuple[LoadedRule, EngineRule]] = []
+    failures: list[tuple[LoadedRule, SigmaCompileError]] = []
     for loaded in result.loaded:
         try:
-            compiled = compile_rule(loaded.rule)
-        except SigmaCompileError as exc:
-            report.failed += 1
-            report.reasons[str(getattr(exc, "reason", "error"))] += 1
-            report.messages.append(str(exc))
+            rule = compile_rule(loaded.rule)
+        except SigmaCompileError as error:
+            failures.append((loaded, error))
             continue
         keys = frozenset({logsource_key(loaded.logsource), logsource_key(loaded.rule.logsource)})
-        entries.append(EngineRule(compiled, keys))
-    report.compiled = len(entries)
-    router = LogsourceRouter.build(keys={key for entry in entries for key in entry.keys})
-    return SigmaEngine(entries, router), report
+        compiled.append((loaded, EngineRule(rule, keys)))
+    return compiled, failures
+
+
+def engine_of(
+    entries: Iterable[EngineRule], pipeline: ProcessingPipeline | None = None
+) -> SigmaEngine:
+    """An engine of compiled rules, with a router built from the same pipeline as the rules."""
+    rules = list(entries)
+    keys = {key for entry in rules for key in entry.keys}
+    return SigmaEngine(rules, LogsourceRouter.build(pipeline, keys=keys))
 
 
 def raw_records_of(path: Path) -> Iterator[RawRecord]:
@@ -121,4 +142,13 @@ def hunt(
         yield 1, hits
 
 
-__all__ = ["EngineReport", "Hit", "Problem", "build_engine", "hunt", "raw_records_of"]
+__all__ = [
+    "EngineReport",
+    "Hit",
+    "Problem",
+    "build_engine",
+    "compile_loaded",
+    "engine_of",
+    "hunt",
+    "raw_records_of",
+]

@@ -74,6 +74,8 @@ ProblemKind = Literal[
 KeyPath = tuple[str, ...]
 
 RULE_SUFFIXES: Final = (".yml", ".yaml")
+# A rule's example events (``socpipe rules test``, detectors.sigma.ruletest): not rules.
+TESTS_SUFFIXES: Final = (".tests.yml", ".tests.yaml")
 _QUOTED = re.compile(r"'([^']{1,200})'")
 # The key of a rule document that each kind of pySigma error is about (most specific first).
 _ERROR_KEYS: Final[tuple[tuple[type[SigmaError], KeyPath], ...]] = (
@@ -203,7 +205,7 @@ def load_rules(
     files = 0
     for path in _rule_files(paths, problems):
         files += 1
-        for document in _read_documents(path, problems):
+        for document in read_documents(path, problems):
             _parse_document(path, document, parsed, filters, problems)
     if not collect_errors and problems:
         raise SigmaError(str(problems[0]))
@@ -213,19 +215,24 @@ def load_rules(
     return result
 
 
+def is_tests_file(path: Path) -> bool:
+    """Whether ``path`` is a rule's tests file (``*.tests.yml``), not a rule."""
+    return path.name.endswith(TESTS_SUFFIXES)
+
+
 def _rule_files(paths: Iterable[Path], problems: list[Problem]) -> Iterator[Path]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
             found = (p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file())
-            yield from sorted(found)
+            yield from sorted(p for p in found if not is_tests_file(p))
         elif path.is_file():
             yield path
         else:
             problems.append(Problem(path, None, "no such file or directory", kind="file"))
 
 
-def _read_documents(path: Path, problems: list[Problem]) -> list[_Document]:
+def read_documents(path: Path, problems: list[Problem]) -> list[_Document]:
     """The documents of a YAML file; none when it cannot be read or parsed (a problem then)."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -40,3 +40,38 @@ def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stderr
+
+
+RULE_DATA = Path(__file__).resolve().parents[1] / "detectors" / "sigma" / "data"
+
+
+def _socpipe(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "socpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_rules_test_exits_zero_when_every_case_passes_and_one_when_not() -> None:
+    good = _socpipe("rules", "test", str(RULE_DATA / "ruletest" / "good"), "-v")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "PASS" in good.stdout and "0 failed" in good.stdout
+    bad = _socpipe("rules", "test", str(RULE_DATA / "ruletest" / "bad"))
+    assert bad.returncode == 1
+    assert "FAIL" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_rules_import_installs_what_runs_and_says_why_the_rest_does_not(tmp_path: Path) -> None:
+    target = tmp_path / "rules" / "sigmahq"
+    result = _socpipe(
+        "rules", "import", str(RULE_DATA / "importer" / "sigmahq"), "--into", str(target)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (target / "IMPORT.json").is_file()
+    assert "skipped" in result.stdout
+    refused = _socpipe("rules", "import", str(tmp_path / "missing"), "--into", str(target))
+    assert refused.returncode != 0
+    assert "Traceback" not in refused.stderr

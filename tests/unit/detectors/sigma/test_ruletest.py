@@ -1,0 +1,285 @@
+"""``socpipe rules test``: each rule's cases through the parsers and the engine, failures and
+malformed tests files reported with file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detectors.sigma.logsource import LogsourceRouter
+from detectors.sigma.ruletest import RuleTestReport, find_tests_file, is_tests_file, run_tests
+
+DATA = Path(__file__).resolve().parent / "data" / "ruletest"
+GOOD, BAD = DATA / "good", DATA / "bad"
+SSHD = GOOD / "linux" / "sshd_root_failed_password.yml"
+
+
+def _lines(path: Path, text: str) -> list[int]:
+    """The numbers of the lines of ``path`` that hold ``text`` (so fixtures can be edited)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [number for number, line in enumerate(lines, 1) if text in line]
+
+
+def _line(path: Path, text: str) -> int:
+    """The number of the one line of ``path`` that holds ``text``."""
+    (found,) = _lines(path, text)
+    return found
+
+
+def _errors(report: RuleTestReport) -> set[tuple[str, int | None]]:
+    return {(problem.path.name, problem.line) for problem in report.errors}
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_rules_pass_through_parser_and_engine() -> None:
+    report = run_tests([GOOD])
+    assert report.exit_code == 0, report.format_report()
+    assert (report.rules, report.cases, report.passed, report.failed) == (2, 11, 11, 0)
+    assert report.problems == [] and report.untested == [] and report.not_run == 0
+    assert report.format_report() == [
+        "2 rules, 11 cases: 11 passed, 0 failed, 0 not run; 0 errors, 0 warnings; "
+        "0 rules without tests"
+    ]
+    verbose = report.format_report(verbose=True)
+    tests = SSHD.with_name("sshd_root_failed_password.tests.yml")
+    first = _line(tests, "name: failed root password from outside")
+    assert f"{tests}:{first}: PASS: failed root password from outside " in "\n".join(verbose)
+    assert sum(": PASS: " in line for line in verbose) == 11
+
+
+def test_wrong_expectations_fail_with_line_and_reason() -> None:
+    rule = BAD / "wrong_expectation.yml"
+    tests = find_tests_file(rule)
+    assert tests is not None
+    report = run_tests([rule])
+    assert report.exit_code == 1
+    assert (report.cases, report.passed, report.failed) == (3, 1, 2)
+    assert report.errors == []
+    failed = {result.name: result for result in report.results if not result.passed}
+    quiet = failed["wrongly expected quiet"]
+    assert quiet.line == _line(tests, "name: wrongly expected quiet")
+    assert (quiet.expected, quiet.matched) == (False, True)
+    assert "rule 'SSH Accepted Password For Root' ({product: linux, service: sshd}): its " \
+        "condition holds" in quiet.details  # fmt: skip
+    sudo = failed["wrongly expected to fire on sudo"]
+    assert (sudo.expected, sudo.matched) == (True, False)
+    assert any("not of its log source" in detail for detail in sudo.details)
+    assert "event.dataset: system.auth" in sudo.details
+    assert "  process.name: sudo" in sudo.details
+    assert "raw: parsed as syslog (format syslog)" in sudo.details
+    lines = report.format_report()
+    assert f"{tests}:{quiet.line}: FAIL: wrongly expected quiet [SSH Accepted Password For " \
+        "Root]: matched, but should not" in lines  # fmt: skip
+    assert f"{tests}:{sudo.line}: FAIL: wrongly expected to fire on sudo [SSH Accepted " \
+        "Password For Root]: expected a match, got none" in lines  # fmt: skip
+    assert "    event.dataset: system.auth" in lines
+    assert not any(": PASS: " in line for line in lines)
+    assert lines[-1].startswith("1 rules, 3 cases: 1 passed, 2 failed, 0 not run; 0 errors")
+
+
+def test_malformed_tests_file_is_an_error_at_its_line() -> None:
+    report = run_tests([BAD / "malformed.yml"])
+    assert report.exit_code == 1
+    assert report.cases == 0
+    assert _errors(report) == {("malformed.tests.yml", 5)}  # the misindented "- name"
+    assert "invalid YAML" in report.errors[0].message
+
+
+def test_bad_cases_are_errors_and_the_good_case_still_runs() -> None:
+    rule = BAD / "invalid_cases.yml"
+    tests = rule.with_name("invalid_cases.tests.yml")
+    report = run_tests([rule])
+    assert report.exit_code == 1
+    assert [(result.name, result.passed) for result in report.results] == [
+        ("netcat in a cron job", True)
+    ]
+    messages = {problem.line: problem.message for problem in report.errors}
+    first_name, second_name = _lines(tests, "name: netcat in a cron job")
+    assert messages[_line(tests, "name: no expectation")] == "'match' must be given, true or false"
+    assert messages[_line(tests, "name: both raw and event")].startswith("a case has exactly one")
+    assert messages[_line(tests, "name: neither raw nor event")].startswith("a case has exactly")
+    assert messages[_line(tests, "format: sysl0g")].startswith("unknown format 'sysl0g'; known: ")
+    assert "winlog.json" in messages[_line(tests, "format: sysl0g")]
+    assert messages[_line(tests, "evnt:")].startswith("unknown keys ['evnt'] in case")
+    assert messages[_line(tests, "name: no such rule")].startswith(
+        "case 'no such rule': no rule 'Some Other Rule' in the file; it has "
+        "6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9a13 (Cron Job Runs Netcat)"
+    )
+    assert messages[second_name] == (
+        f"case name 'netcat in a cron job' is used twice (first at line {first_name})"
+    )
+    assert len(report.errors) == 7
+    assert all(problem.path == tests for problem in report.errors)
+
+
+def test_a_rule_that_does_not_compile_leaves_its_cases_not_run() -> None:
+    report = run_tests([BAD / "placeholder.yml"])
+    assert report.exit_code == 1
+    assert (report.cases, report.not_run, len(report.results)) == (1, 1, 0)
+    by_file = {problem.path.name: problem for problem in report.errors}
+    compile_error = by_file["placeholder.yml"]
+    assert compile_error.line == _line(BAD / "placeholder.yml", "|expand")
+    assert compile_error.message == (
+        "cannot compile (unfilled placeholder): placeholder %admin_users% has no value"
+    )
+    not_run = by_file["placeholder.tests.yml"]
+    assert (not_run.line, not_run.message.split(":")[0]) == (1, "1 case not run")
+
+
+def test_a_rule_of_an_unsupported_log_source_cannot_pass(tmp_path: Path) -> None:
+    rule = _write(
+        tmp_path,
+        "aws.yml",
+        "title: AWS Root Login\nlogsource: {product: aws, service: cloudtrail}\n"
+        "detection:\n  selection: {eventName: ConsoleLogin}\n  condition: selection\n",
+    )
+    _write(tmp_path, "aws.tests.yml", "tests:\n  - {name: login, match: true, event: {}}\n")
+    report = run_tests([rule])
+    assert report.exit_code == 1 and report.not_run == 1
+    assert [problem.severity for problem in report.problems] == ["warning", "error"]
+    assert "no socpipe events for log source" in report.problems[0].message
+
+
+def test_missing_tests_file_is_a_warning_unless_required() -> None:
+    rule = BAD / "untested.yml"
+    report = run_tests([rule])
+    assert report.exit_code == 0 and report.untested == [rule]
+    assert [str(problem) for problem in report.problems] == [
+        f"{rule}: warning: no tests file (untested.tests.yml)"
+    ]
+    strict = run_tests([rule], require_tests=True)
+    assert strict.exit_code == 1 and strict.errors[0].path == rule
+
+
+def test_every_bad_file_at_once() -> None:
+    report = run_tests([BAD])
+    assert report.exit_code == 1
+    assert (report.rules, report.cases, report.passed, report.failed, report.not_run) == (
+        5, 5, 2, 2, 1,
+    )  # fmt: skip
+    assert len(report.untested) == 1
+    assert len(report.errors) == 1 + 7 + 2  # malformed, invalid cases, placeholder
+    assert report.format_report()[-1] == (
+        "5 rules, 5 cases: 2 passed, 2 failed, 1 not run; 10 errors, 1 warnings; "
+        "1 rules without tests"
+    )
+
+
+def test_the_engine_decides_so_routing_is_exercised(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A router that names no log source: every rule's condition still holds for its events,
+    # but the engine never offers them, so each case expecting a match must fail.
+    monkeypatch.setattr(LogsourceRouter, "keys_for", lambda self, event: frozenset())
+    report = run_tests([SSHD])
+    failed = [result for result in report.results if not result.passed]
+    assert {result.name for result in failed} == {
+        "failed root password from outside",
+        "an ECS event given directly",
+    }
+    for result in failed:
+        assert "event log sources: none" in result.details
+        assert any("never offers this event to it (routing)" in d for d in result.details)
+
+
+def test_a_tests_file_given_by_name_runs_its_rule() -> None:
+    report = run_tests([SSHD.with_name("sshd_root_failed_password.tests.yml")])
+    assert (report.rules, report.cases, report.passed) == (1, 6, 6)
+
+
+def test_rules_of_one_file_chosen_by_id_or_title(tmp_path: Path) -> None:
+    rule = _write(
+        tmp_path,
+        "two.yml",
+        """title: Root
+id: 6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9a31
+logsource: {product: linux, service: sshd}
+detection: {keywords: ['for root'], condition: keywords}
+---
+title: Oracle
+id: 6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9a32
+logsource: {product: linux, service: sshd}
+detection: {keywords: ['for oracle'], condition: keywords}
+""",
+    )
+    line = "<38>Nov 27 10:00:01 web01 sshd[1]: Accepted password for oracle from 10.0.0.1 port 22"
+    _write(
+        tmp_path,
+        "two.tests.yml",
+        f"""tests:
+  - {{name: either rule, match: true, format: syslog, raw: "{line}"}}
+  - {{name: not root, match: false, rule: Root, format: syslog, raw: "{line}"}}
+  - name: oracle by id
+    match: true
+    rule: 6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9a32
+    format: syslog
+    raw: "{line}"
+""",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 0, report.format_report()
+    assert [(result.name, result.rule) for result in report.results] == [
+        ("either rule", "Root | Oracle"),
+        ("not root", "Root"),
+        ("oracle by id", "Oracle"),
+    ]
+
+
+def test_duplicate_keys_and_odd_shapes_in_a_tests_file(tmp_path: Path) -> None:
+    rule = _write(
+        tmp_path,
+        "r.yml",
+        "title: R\nlogsource: {product: linux, service: sshd}\n"
+        "detection: {keywords: [x], condition: keywords}\n",
+    )
+    tests = _write(
+        tmp_path, "r.tests.yml", "tests:\n  - name: a\n    match: true\n    match: false\n"
+    )
+    report = run_tests([rule])
+    assert _errors(report) == {("r.tests.yml", 4)}
+    assert "duplicate key 'tests.0.match'" in report.errors[0].message
+    for text, message in (
+        ("- just a list\n", "a tests file is a mapping with a list under 'tests'"),
+        ("tests: {name: a}\n", "a tests file is a mapping with a list under 'tests'"),
+        ("tests:\n  - a scalar\n", "case 1 is not a mapping"),
+        ("tests: []\n---\ntests: []\n", "a tests file is one YAML document"),
+        ("tests: []\nextra: 1\n", "unknown keys ['extra']: only 'tests' is known"),
+        ("tests:\n  - {match: true, raw: x}\n", "case 1 has no name"),
+        ("tests:\n  - {name: a, match: true, raw: 3}\n", "'raw' must be a string"),
+        ("tests:\n  - {name: a, match: true, event: [1]}\n", "'event' must be a mapping"),
+        ("tests:\n  - {name: a, match: yes please, raw: x}\n", "'match' must be given"),
+        ("tests:\n  - {name: a, match: true, format: json, event: {}}\n", "'format' applies"),
+    ):
+        tests.write_text(text, encoding="utf-8")
+        errors = run_tests([rule]).errors
+        assert [error.message[: len(message)] for error in errors] == [message], text
+
+
+def test_missing_paths_and_tests_file_names(tmp_path: Path) -> None:
+    report = run_tests([tmp_path / "nope.yml", tmp_path / "orphan.tests.yml"])
+    assert report.rules == 0
+    assert [problem.message for problem in report.errors] == ["no such file or directory"] * 2
+    _write(tmp_path, "orphan.tests.yml", "tests: []\n")
+    assert run_tests([tmp_path / "orphan.tests.yml"]).errors[0].message == (
+        "no rule orphan.yml beside it"
+    )
+    assert is_tests_file(Path("a.tests.yaml")) and not is_tests_file(Path("tests.yml"))
+
+
+def test_a_raw_record_no_parser_knows_is_a_warning(tmp_path: Path) -> None:
+    # An unparsed event is of no log source, so "match: false" would pass whatever the rule.
+    rule = _write(
+        tmp_path,
+        "r.yml",
+        "title: R\nlogsource: {product: linux, service: sshd}\n"
+        "detection: {keywords: [x], condition: keywords}\n",
+    )
+    _write(tmp_path, "r.tests.yml", "tests:\n  - {name: noise, match: false, raw: '???'}\n")
+    report = run_tests([rule])
+    assert report.exit_code == 0 and report.passed == 1
+    assert [(problem.severity, problem.line) for problem in report.problems] == [("warning", 2)]
+    assert "no parser recognised the raw record (format auto)" in report.problems[0].message
