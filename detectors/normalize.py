@@ -277,9 +277,11 @@ def _syslog_fragment(line: SyslogLine, zone: str) -> Fragment:
         "message": line.message,
         "event": {},
     }
-    process = {
-        key: value for key, value in (("name", line.program), ("pid", line.pid)) if value is not None
-    }
+    process: dict[str, Any] = {}
+    if line.program is not None:
+        process["name"] = line.program
+    if line.pid is not None:
+        process["pid"] = line.pid
     if process:
         fragment["process"] = process
     if line.hostname:

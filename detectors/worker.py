@@ -139,8 +139,9 @@ def run(settings: Settings, stop: threading.Event) -> None:
         log.info("metrics at http://127.0.0.1:%d/metrics", settings.detector.metrics_port)
     sigma = None
     if settings.detector.rules_paths:
-        engine, report = build_engine(settings.detector.rules_paths)
-        version = ruleset_version(settings.detector.rules_paths)
+        placeholders = settings.detector.placeholders
+        engine, report = build_engine(settings.detector.rules_paths, placeholders)
+        version = ruleset_version(settings.detector.rules_paths, placeholders)
         log.info(
             "Sigma rule set %s: %d rules compiled, %d not, %d load errors",
             version,

@@ -207,15 +207,21 @@ def hunt(
         list[Path], typer.Option("--events", "-e", help=".evtx files, JSON lines or raw records")
     ],
     output: Annotated[str, typer.Option(help="json (one object per match) or table")] = "json",
+    config: ConfigOption = None,
 ) -> None:
-    """Run the Sigma engine offline over event files, as for forensics on a seized machine."""
+    """Run the Sigma engine offline over event files, as for forensics on a seized machine.
+
+    Placeholder values (``%name%`` in ``|expand`` values) come from the config's
+    detector.placeholders.
+    """
     from rich.progress import Progress
 
     hunting = importlib.import_module("detectors.sigma.hunt")
     if output not in ("json", "table"):
         console.print(f"[red]error:[/] --output must be json or table, not {output!r}")
         raise typer.Exit(2)
-    engine, report = hunting.build_engine(rules)
+    placeholders = _settings(config).detector.placeholders
+    engine, report = hunting.build_engine(rules, placeholders)
     console.print(
         f"{report.compiled} rules compiled, {report.failed} not, {report.problems} load errors"
     )

@@ -196,6 +196,9 @@ class DetectorSettings(_Section):
     formats: dict[str, FormatOptions] = Field(default_factory=dict)
     # Sigma rule files or folders the detector runs (none: only the built-in check).
     rules_paths: list[Path] = Field(default_factory=list)
+    # Values of Sigma placeholders (``%admin_workstations%`` in ``|expand`` values) for this
+    # deployment; a rule with a placeholder not given here is reported and not run.
+    placeholders: dict[str, list[str]] = Field(default_factory=dict)
     # Port of the Prometheus metrics endpoint; 0 turns it off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
 

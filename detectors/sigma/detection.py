@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from detectors.checks import entities_of
 from detectors.sigma.compiler import CompiledRule
@@ -16,9 +18,14 @@ from socpipe.records import Detection, DetectorRef, EcsEvent, RuleRef, Severity,
 _LEVELS = {level.value: level for level in Severity}
 
 
-def ruleset_version(paths: Iterable[Path]) -> str:
-    """A digest of every rule and pipeline file's bytes: the version that judged a detection."""
+def ruleset_version(
+    paths: Iterable[Path], placeholders: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """A digest of every rule file's bytes and the placeholder values: the version that judged
+    a detection."""
     digest = hashlib.blake2b(digest_size=8)
+    if placeholders:
+        digest.update(orjson.dumps(placeholders, option=orjson.OPT_SORT_KEYS))
     files = sorted(
         file for path in paths for file in ([path] if path.is_file() else path.rglob("*.yml"))
     )

@@ -8,7 +8,7 @@ compiler and engine as the streaming detector, over files. Events go through the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from detectors.sigma.compiler import SigmaCompileError, compile_rule
 from detectors.sigma.engine import EngineRule, SigmaEngine
 from detectors.sigma.loader import LoadedRule, LoadResult, Problem, load_rules
 from detectors.sigma.logsource import LogsourceRouter, logsource_key
+from detectors.sigma.pipelines import resolve_pipelines
 from socpipe.records import AgencyRef, CollectorRef, RawRecord
 from socpipe.settings import Tier
 
@@ -38,13 +39,17 @@ class EngineReport:
     messages: list[str] = field(default_factory=list)
 
 
-def build_engine(paths: Iterable[Path]) -> tuple[SigmaEngine, EngineReport]:
+def build_engine(
+    paths: Iterable[Path], placeholders: Mapping[str, Sequence[str]] | None = None
+) -> tuple[SigmaEngine, EngineReport]:
     """Load (pySigma, pipelines), compile and index every rule under ``paths``.
 
+    ``placeholders`` fills ``%name%`` placeholders (see ``pipelines.placeholder_pipeline``).
     Rules that cannot be loaded or compiled are counted and described in the report; the
     others are in the engine.
     """
-    result = load_rules(list(paths))
+    pipeline = resolve_pipelines(placeholders=placeholders)
+    result = load_rules(list(paths), pipeline=pipeline)
     report = EngineReport(problems=len(result.errors), correlations=len(result.correlations))
     report.messages.extend(str(problem) for problem in result.errors)
     compiled, failures = compile_loaded(result)
@@ -53,7 +58,7 @@ def build_engine(paths: Iterable[Path]) -> tuple[SigmaEngine, EngineReport]:
         report.reasons[str(error.reason)] += 1
         report.messages.append(str(error))
     report.compiled = len(compiled)
-    return engine_of(entry for _, entry in compiled), report
+    return engine_of((entry for _, entry in compiled), pipeline), report
 
 
 def compile_loaded(

@@ -28,7 +28,7 @@ a rule with a category), so that each guard belongs to one log source.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
@@ -38,7 +38,8 @@ from sigma.exceptions import SigmaConfigurationError, SigmaError
 from sigma.pipelines.sysmon.sysmon import sysmon_pipeline
 from sigma.pipelines.windows.windows import windows_logsource_pipeline
 from sigma.processing.conditions import RuleProcessingCondition, rule_conditions
-from sigma.processing.pipeline import ProcessingPipeline
+from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
+from sigma.processing.transformations import ValueListPlaceholderTransformation
 from sigma.rule import SigmaLogSource, SigmaRule
 
 # rules/pipelines/ of the source tree (detectors/sigma/ is two levels below its root).
@@ -128,9 +129,35 @@ def combine(pipelines: Iterable[ProcessingPipeline]) -> ProcessingPipeline:
     return combined
 
 
-def resolve_pipelines(directory: Path | None = None) -> ProcessingPipeline:
-    """The whole pipeline: pySigma's Windows pipelines and socpipe's YAML ones."""
-    return combine([*builtin_pipelines(), *yaml_pipelines(directory or PIPELINE_DIR)])
+def placeholder_pipeline(values: Mapping[str, Sequence[str | int]]) -> ProcessingPipeline:
+    """Fills ``%name%`` placeholders of ``|expand`` values from ``values`` (pipeline vars).
+
+    Only the named placeholders are filled; a rule with another stays unfilled, and the compiler
+    reports it (``unfilled placeholder``) instead of guessing. Each placeholder becomes the list
+    of its values, ORed, as pySigma's ``value_placeholders`` transformation does.
+    """
+    names = sorted(values)
+    return ProcessingPipeline(
+        name="placeholders",
+        priority=5,
+        items=[
+            ProcessingItem(
+                ValueListPlaceholderTransformation(include=names), identifier="socpipe_placeholders"
+            )
+        ],
+        vars={name: [str(value) for value in values[name]] for name in names},
+    )
+
+
+def resolve_pipelines(
+    directory: Path | None = None, placeholders: Mapping[str, Sequence[str | int]] | None = None
+) -> ProcessingPipeline:
+    """The whole pipeline: pySigma's Windows pipelines and socpipe's YAML ones, and the values
+    of the deployment's placeholders (``detector.placeholders``) when there are any."""
+    pipelines = [*builtin_pipelines(), *yaml_pipelines(directory or PIPELINE_DIR)]
+    if placeholders:
+        pipelines.append(placeholder_pipeline(placeholders))
+    return combine(pipelines)
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,3 +210,42 @@ level: medium
         titles = [r.title for r in built.match(event)]
         assert titles == [r.title for r in built.match_naive(event)]
         assert (titles == ["RDP logon"]) is expected, (event_id, logon_type)
+
+
+PLACEHOLDER_RULE = """
+title: Logon from an admin workstation
+id: 5f5e9d5a-0000-4000-8000-000000000004
+logsource:
+  product: windows
+  service: security
+detection:
+  selection:
+    EventID: 4624
+    WorkstationName|expand: '%admin_workstations%'
+  condition: selection
+level: low
+"""
+
+
+def test_placeholders_are_filled_from_the_deployments_values(tmp_path: Path) -> None:
+    (tmp_path / "admins.yml").write_text(PLACEHOLDER_RULE, encoding="utf-8")
+    unfilled, report = build_engine([tmp_path])
+    assert report.compiled == 0
+    assert dict(report.reasons) == {"unfilled placeholder": 1}
+    assert "%admin_workstations%" in report.messages[0]
+    filled, report = build_engine([tmp_path], {"admin_workstations": ["QTV-PC01", "QTV-PC02"]})
+    assert report.compiled == 1, report.messages
+
+    def logon(workstation: str) -> dict[str, Any]:
+        return {
+            "winlog": {
+                "channel": "Security",
+                "event_id": "4624",
+                "event_data": {"WorkstationName": workstation},
+            }
+        }
+
+    assert [r.title for r in filled.match(logon("qtv-pc02"))] == [
+        "Logon from an admin workstation"
+    ]
+    assert filled.match(logon("KETOAN-PC07")) == []
