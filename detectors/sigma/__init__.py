@@ -1,5 +1,7 @@
 """Sigma detection: pySigma rules compiled into Python matchers over ECS events."""
 
+from sigma.modifiers import SigmaWideModifier, modifier_mapping
+
 from detectors.sigma.compiler import (
     KEYWORDS,
     CompiledRule,
@@ -12,6 +14,11 @@ from detectors.sigma.compiler import (
 )
 from detectors.sigma.fields import MISSING, field_getter, field_texts, keyword_texts
 from detectors.sigma.values import FailureReason
+
+# pySigma 1.5 knows wide, utf16 and utf16be but not utf16le, the Sigma specification's name for
+# wide. Its parser looks modifiers up in this module-level mapping (the one its plugins extend),
+# so the name is added when this package is imported, before any rule is parsed here.
+modifier_mapping.setdefault("utf16le", SigmaWideModifier)
 
 __all__ = [
     "KEYWORDS",
