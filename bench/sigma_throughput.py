@@ -14,11 +14,9 @@ import argparse
 import json
 import resource
 import time
-import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,7 +24,7 @@ import orjson
 from detectors.normalize import Normalizer
 from detectors.sigma.hunt import build_engine
 from socpipe.records import RawRecord, SourceRef
-from socpipe.samples import shared_data_dir
+from socpipe.samples import otrf_lines, shared_data_dir
 
 CORPUS = (
     "rules",
@@ -35,17 +33,6 @@ CORPUS = (
     "rules-placeholder",
     "rules-compliance",
 )
-
-
-def otrf_lines(root: Path, limit: int) -> list[bytes]:
-    lines: list[bytes] = []
-    for archive in sorted(root.glob("*.zip")):
-        with zipfile.ZipFile(archive) as zipped:
-            for member in zipped.namelist():
-                if member.startswith("__MACOSX/"):
-                    continue
-                lines.extend(line for line in zipped.read(member).splitlines() if line.strip())
-    return lines[:limit] if limit else lines
 
 
 def main() -> None:
@@ -63,7 +50,7 @@ def main() -> None:
     started = time.perf_counter()
     engine, report = build_engine([data / "sigma" / name for name in CORPUS])
     load_s = time.perf_counter() - started
-    lines = otrf_lines(data / "otrf", args.limit)
+    lines = otrf_lines(args.limit)
     print(
         f"corpus: {report.compiled} rules compiled, {report.failed} not ({report.reasons}), "
         f"{report.problems} load problems, {report.correlations} correlations kept aside; "

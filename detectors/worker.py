@@ -152,6 +152,11 @@ def run(settings: Settings, stop: threading.Event) -> None:
         for message in report.messages:
             log.warning("rule not loaded: %s", message)
         sigma = SigmaDetector(engine, version)
+    else:
+        log.warning(
+            "no detector.rules_paths: only the built-in SSH failure check runs "
+            "(rules/socpipe holds it as a Sigma rule, with others)"
+        )
     producer = make_producer(settings.kafka)
     consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
     handler = RawRecordHandler(
@@ -159,7 +164,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
         DeadLetterWriter(producer, topics.dlq, "detect"),
         events_topic=topics.events,
         detections_topic=topics.detections,
-        checks=[FailedPasswordCheck()],
+        # The Sigma engine takes the foundation's check's place; rules/socpipe has it as a rule.
+        checks=[] if sigma is not None else [FailedPasswordCheck()],
         normalizer=normalizer,
         metrics=metrics,
         sigma=sigma,

@@ -1,14 +1,18 @@
-"""``socpipe demo``: the whole pipeline on one machine, fed with sshd logs of two agencies.
+"""``socpipe demo``: the whole pipeline on one machine, fed with the logs of three agencies.
 
-Starts the local services, creates the topics, writes a config for this run into the state
-directory, starts each stage as its own process (two collectors, a detector, the alerting worker
-and the API), replays sshd lines into the agencies' log files at a steady rate with current
-timestamps, and prints the console's URL and an API token. Ctrl-C stops the stages; the services
-stay up for the next run (`socpipe services down` stops them).
+Starts the local services, creates the topics, installs the SigmaHQ rules from the shared data
+(``socpipe rules import``) beside socpipe's own (``rules/socpipe``), writes a config for this run
+into the state directory, starts each stage as its own process (a collector per agency, a
+detector running the Sigma engine, the alerting worker and the API), replays sshd lines and
+recorded Windows attacks (OTRF) into the agencies' log files at a steady rate with current
+timestamps, and prints the console's URL and an API token. Without the shared data, generated
+sshd lines and socpipe's own rules only. Ctrl-C stops the stages; the services stay up for the
+next run (`socpipe services down` stops them).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import signal
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,24 +30,43 @@ from rich.console import Console
 
 from socpipe.kafka import ensure_topics
 from socpipe.localservices import LocalServices
-from socpipe.samples import REPO_ROOT, loghub_openssh, restamp, sshd_lines
+from socpipe.samples import (
+    REPO_ROOT,
+    loghub_openssh,
+    otrf_lines,
+    restamp,
+    restamp_winlog,
+    shared_data_dir,
+    sshd_lines,
+)
 from socpipe.settings import Settings
 
 
 @dataclass(frozen=True)
 class DemoAgency:
-    """One agency of the demo and the server whose sshd log it ships."""
+    """One agency of the demo and the machine whose log it ships (in ``format``)."""
 
     id: str
     tier: str
     name: str
     host: str
+    format: str = "syslog"
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.id}-winlog.json" if self.format == "winlog.json" else f"{self.id}-auth.log"
 
 
 AGENCIES = (
     DemoAgency("so-tttt", "province", "Sở Thông tin và Truyền thông", "dvc-portal-01"),
     DemoAgency("phuong-phuc-xa", "commune", "UBND phường Phúc Xá", "ubnd-phucxa-srv"),
 )
+# Windows events, when the shared data has the OTRF recordings (host names are the events').
+WINDOWS_AGENCY = DemoAgency(
+    "so-noi-vu", "province", "Sở Nội vụ", "so-noi-vu-dc", format="winlog.json"
+)
+# OTRF lines kept per recording: every attack appears within the first minutes of the feed.
+_OTRF_PER_DATASET = 2_000
 
 
 class DemoRun:
@@ -55,13 +79,16 @@ class DemoRun:
         self.dir = self.services.home / "demo"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = threading.Event()
+        self.windows = otrf_lines(per_dataset=_OTRF_PER_DATASET)
+        self.agencies = (*AGENCIES, WINDOWS_AGENCY) if self.windows else AGENCIES
 
     def run(self, duration: float = 0.0, rate: float = 40.0) -> None:
         """Run until Ctrl-C, or for ``duration`` seconds when it is above zero."""
         say = self.console.print
         self.services.up(progress=lambda msg: say(f"[cyan]•[/] {msg}"))
         token = secrets.token_urlsafe(24)
-        config = self._write_config(token)
+        rules = self._install_rules(say)
+        config = self._write_config(token, rules)
         ensure_topics(Settings.model_validate(yaml.safe_load(config.read_text())).kafka)
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
@@ -73,7 +100,13 @@ class DemoRun:
             feeder.start()
             say(
                 f"\n[bold green]socpipe is running.[/] Feeding {source} for "
-                f"{', '.join(a.name for a in AGENCIES)}."
+                f"{', '.join(a.name for a in AGENCIES)}"
+                + (
+                    f"; {len(self.windows):,} recorded Windows attack events (OTRF) for "
+                    f"{WINDOWS_AGENCY.name}."
+                    if self.windows
+                    else "."
+                )
             )
             say(f"  console:   [bold]{url}[/]  (sign in with the token below)")
             say(f"  API token: {token}   (also in {self.dir / 'api-token'})")
@@ -92,7 +125,23 @@ class DemoRun:
             self._stop_stages()
             say("demo stopped; Kafka and Elasticsearch are still up (socpipe services down)")
 
-    def _write_config(self, token: str) -> Path:
+    def _install_rules(self, say: Callable[[str], object]) -> list[Path]:
+        """socpipe's rules, and SigmaHQ's imported from the shared data when it is there."""
+        rules = [REPO_ROOT / "rules" / "socpipe"]
+        corpus = shared_data_dir() / "sigma"
+        if (corpus / "rules").is_dir():
+            # By name, as the CLI imports stages: the spine does not depend on them.
+            importer = importlib.import_module("detectors.sigma.importer")
+            target = self.services.home / "rules" / "sigmahq"
+            report = importer.import_rules(corpus, target)
+            say(
+                f"[cyan]•[/] SigmaHQ rules: {len(report.installed):,} installed into {target} "
+                f"({len(report.skipped)} left out, reasons in {target / 'IMPORT.json'})"
+            )
+            rules.append(target)
+        return rules
+
+    def _write_config(self, token: str, rules: list[Path]) -> Path:
         for sub in ("logs", "spool", "checkpoints"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         token_file = self.dir / "api-token"
@@ -109,6 +158,9 @@ class DemoRun:
         base["detector"]["assets_file"] = base["detector"]["assets_file"] or str(
             config_dir / "assets.yaml"
         )
+        base["detector"]["rules_paths"] = base["detector"]["rules_paths"] or [
+            str(path) for path in rules
+        ]
         base["kafka"]["bootstrap_servers"] = [self.services.kafka_bootstrap]
         base["elasticsearch"]["hosts"] = [self.services.es_url]
         base["api"] = {
@@ -133,8 +185,8 @@ class DemoRun:
         log_file.close()
 
     def _start_stages(self, config: Path) -> None:
-        for agency in AGENCIES:
-            log_path = self.dir / f"{agency.id}-auth.log"
+        for agency in self.agencies:
+            log_path = self.dir / agency.log_name
             log_path.touch()
             self._spawn(
                 f"collect-{agency.id}",
@@ -146,6 +198,7 @@ class DemoRun:
                     "SOCPIPE_AGENCY__NAME": agency.name,
                     "SOCPIPE_COLLECTOR__ID": f"demo-{agency.id}",
                     "SOCPIPE_COLLECTOR__HOST": agency.host,
+                    "SOCPIPE_COLLECTOR__FORMAT": agency.format,
                     "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(
                         self.dir / "checkpoints" / f"{agency.id}.json"
                     ),
@@ -190,14 +243,12 @@ class DemoRun:
                 proc.kill()
 
     def _feed(self, rate: float) -> None:
-        """Append the sample to each agency's log in blocks, with current timestamps, forever."""
+        """Append samples to each agency's log in blocks, with current timestamps, forever."""
         lines = sshd_lines()
         block = max(1, int(rate))
-        handles = {
-            a.id: (self.dir / f"{a.id}-auth.log").open("a", encoding="utf-8") for a in AGENCIES
-        }
+        handles = {a.id: (self.dir / a.log_name).open("a", encoding="utf-8") for a in self.agencies}
         try:
-            position = 0
+            position = windows_position = 0
             while not self.stop.is_set():
                 for index, agency in enumerate(AGENCIES):
                     start = (position + index * len(lines) // 2) % len(lines)
@@ -205,6 +256,15 @@ class DemoRun:
                     handles[agency.id].write("\n".join(restamp(chunk, agency.host)) + "\n")
                     handles[agency.id].flush()
                 position = (position + block) % len(lines)
+                if self.windows:
+                    chunk_bytes = [
+                        self.windows[(windows_position + i) % len(self.windows)]
+                        for i in range(block)
+                    ]
+                    windows_position = (windows_position + block) % len(self.windows)
+                    handle = handles[WINDOWS_AGENCY.id]
+                    handle.write("\n".join(restamp_winlog(chunk_bytes)) + "\n")
+                    handle.flush()
                 self.stop.wait(1.0)
         finally:
             for handle in handles.values():

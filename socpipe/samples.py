@@ -1,9 +1,10 @@
-"""Realistic sshd log lines for the demo, the end-to-end tests and the benchmarks.
+"""Realistic log samples for the demo, the end-to-end tests and the benchmarks.
 
-The real sample is loghub's OpenSSH log (2,000 lines from a lab server under brute force) from
-the shared data folder, when it is there. Otherwise a seeded generator writes lines of the same
-kinds in the same proportions. Either way, timestamps can be moved to "now" so that a replay looks
-like live traffic.
+sshd lines: loghub's OpenSSH log (2,000 lines from a lab server under brute force) from the
+shared data folder, when it is there; otherwise a seeded generator writes lines of the same
+kinds in the same proportions. Windows events: the OTRF Security-Datasets (recorded attacks, as
+NXLog ships them), when the shared data is there. Either way, timestamps can be moved to "now"
+so that a replay looks like live traffic.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterator
-from datetime import datetime
+import zipfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import orjson
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _BSD_HEADER = re.compile(
@@ -89,3 +93,46 @@ def restamp(
     for line in lines:
         match = _BSD_HEADER.match(line)
         yield f"{stamp} {host} {match['rest']}" if match else line
+
+
+def otrf_lines(limit: int = 0, per_dataset: int = 0, root: Path | None = None) -> list[bytes]:
+    """Windows events (flat JSON, one per line) of the OTRF Security-Datasets in shared data.
+
+    Each zip is one recorded attack (Mimikatz, PowerView, lateral movement...) among the
+    machine's ordinary events. ``per_dataset`` keeps the first so many lines of each, so that a
+    sample has every attack; ``limit`` caps the whole (0: no cap). Empty without the data.
+    """
+    lines: list[bytes] = []
+    for archive in sorted((root or shared_data_dir() / "otrf").glob("*.zip")):
+        with zipfile.ZipFile(archive) as zipped:
+            for member in zipped.namelist():
+                if member.startswith("__MACOSX/"):
+                    continue  # a macOS resource fork zipped along, not events
+                found = [line for line in zipped.read(member).splitlines() if line.strip()]
+                lines.extend(found[:per_dataset] if per_dataset else found)
+    return lines[:limit] if limit else lines
+
+
+def restamp_winlog(
+    lines: Iterable[bytes], zone: str = "Asia/Ho_Chi_Minh", now: datetime | None = None
+) -> Iterator[str]:
+    """Flat Windows events with their times set to ``now``: NXLog's local ``EventTime`` and
+    ``EventReceivedTime`` (in ``zone``), the shipper's ``@timestamp`` and Sysmon's ``UtcTime``.
+    Lines that are not JSON objects are left out."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    local = moment.astimezone(ZoneInfo(zone))
+    stamps = {
+        "EventTime": f"{local:%Y-%m-%d %H:%M:%S}",
+        "EventReceivedTime": f"{local:%Y-%m-%d %H:%M:%S}",
+        "@timestamp": f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z",
+        "UtcTime": f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}",
+    }
+    for line in lines:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        event.update({key: value for key, value in stamps.items() if key in event})
+        yield orjson.dumps(event).decode()

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from alerting.store import AlertQuery
 from api.deps import CurrentUser, StoreDep
-from socpipe.records import Alert, AlertStatus, Entities, RuleRef, Severity
+from socpipe.records import Alert, AlertStatus, DetectorRef, Entities, RuleRef, Severity
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -26,6 +26,8 @@ class AlertPublic(BaseModel):
     first_seen: datetime
     last_seen: datetime
     rule: RuleRef
+    # Which detector judged (sigma, check...) and the version of its rule set.
+    detector: DetectorRef
     entities: Entities
     assignee: str | None = None
     verdict: str | None = None
@@ -42,6 +44,7 @@ class AlertPublic(BaseModel):
             first_seen=alert.first_seen,
             last_seen=alert.last_seen,
             rule=alert.rule,
+            detector=alert.detector,
             entities=alert.entities,
             assignee=alert.assignee,
             verdict=alert.verdict,

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.processing.transformations import (
@@ -119,7 +120,7 @@ def report(result: LoadResult, pipeline: ProcessingPipeline) -> ValidationReport
     unmapped: list[UnmappedField] = []
     for loaded in result.loaded:
         for name in sorted(rule_fields(loaded.rule)):
-            if name not in targets and not name.startswith(prefixes):
+            if name not in targets and not name.startswith(prefixes) and not _ecs_path(name):
                 unmapped.append(_unmapped(loaded, name))
     return ValidationReport(
         problems=list(result.problems),
@@ -187,6 +188,23 @@ def _unmapped(loaded: LoadedRule, name: str) -> UnmappedField:
     return UnmappedField(
         loaded.path, line, name, str(rule.id) if rule.id else None, rule.title or None
     )
+
+
+# ECS field sets, and those of socpipe's own events: a rule may name their fields directly
+# (``event.outcome``), as socpipe's rules in rules/socpipe/ do; no pipeline maps them.
+_FIELD_SETS: Final = frozenset({
+    "agent", "as", "client", "cloud", "container", "destination", "device", "dll", "dns",
+    "email", "error", "event", "file", "group", "host", "http", "log", "network", "observer",
+    "organization", "package", "process", "registry", "related", "rule", "server", "service",
+    "source", "threat", "tls", "url", "user", "user_agent", "vulnerability", "labels",
+    "socpipe", "winlog", "auditd", "fortinet", "powershell",
+})  # fmt: skip
+
+
+def _ecs_path(name: str) -> bool:
+    """A dotted name under a field set socpipe's events have: the rule addresses it as is."""
+    head, dot, _ = name.partition(".")
+    return bool(dot) and head in _FIELD_SETS
 
 
 def _field_name(key: str) -> str:

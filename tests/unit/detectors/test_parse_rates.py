@@ -7,7 +7,6 @@ readable, at least 99% with source-specific fields for known formats.
 from __future__ import annotations
 
 import json
-import zipfile
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from detectors.normalize import Normalizer
 from socpipe.records import RawRecord, SourceRef, encode_document
+from socpipe.samples import otrf_lines
 
 RECEIVED = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 
@@ -131,14 +131,7 @@ def test_sigma_regression_events_parse(shared_data: Path) -> None:
 
 
 def test_otrf_events_parse(shared_data: Path) -> None:
-    lines: list[str] = []
-    for archive in sorted((shared_data / "otrf").glob("*.zip")):
-        with zipfile.ZipFile(archive) as zipped:
-            for member in zipped.namelist():
-                if member.startswith("__MACOSX/"):
-                    continue  # a macOS resource fork zipped along, not an event
-                lines.extend(zipped.read(member).decode("utf-8", "replace").splitlines())
-    lines = [line for line in lines if line.strip()]
+    lines = [line.decode("utf-8", "replace") for line in otrf_lines(root=shared_data / "otrf")]
     items = records(lines, "winlog.json")
     normalizer = Normalizer()
     outcomes: Counter[str] = Counter()

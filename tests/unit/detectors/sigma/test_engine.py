@@ -4,7 +4,6 @@ giving the same answers as evaluating every rule."""
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from detectors.normalize import Normalizer
 from detectors.sigma.engine import SigmaEngine
 from detectors.sigma.hunt import EngineReport, build_engine
 from socpipe.records import RawRecord, SourceRef
+from socpipe.samples import otrf_lines
 
 CORPUS = (
     "rules",
@@ -97,9 +97,7 @@ def test_the_literal_index_changes_no_answer(
     shared_data: Path, corpus_engine: tuple[SigmaEngine, EngineReport]
 ) -> None:
     engine, _ = corpus_engine
-    with zipfile.ZipFile(sorted((shared_data / "otrf").glob("*.zip"))[0]) as zipped:
-        member = next(m for m in zipped.namelist() if not m.startswith("__MACOSX/"))
-        lines = [line for line in zipped.read(member).splitlines() if line.strip()][:3000]
+    lines = otrf_lines(limit=3000, root=shared_data / "otrf")
     matched = 0
     for number, line in enumerate(lines):
         event = _event(json.loads(line), number, fmt="winlog.json")

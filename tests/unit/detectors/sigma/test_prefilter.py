@@ -229,7 +229,7 @@ level: low
 
 def test_placeholders_are_filled_from_the_deployments_values(tmp_path: Path) -> None:
     (tmp_path / "admins.yml").write_text(PLACEHOLDER_RULE, encoding="utf-8")
-    unfilled, report = build_engine([tmp_path])
+    _, report = build_engine([tmp_path])
     assert report.compiled == 0
     assert dict(report.reasons) == {"unfilled placeholder": 1}
     assert "%admin_workstations%" in report.messages[0]
@@ -245,7 +245,5 @@ def test_placeholders_are_filled_from_the_deployments_values(tmp_path: Path) -> 
             }
         }
 
-    assert [r.title for r in filled.match(logon("qtv-pc02"))] == [
-        "Logon from an admin workstation"
-    ]
+    assert [r.title for r in filled.match(logon("qtv-pc02"))] == ["Logon from an admin workstation"]
     assert filled.match(logon("KETOAN-PC07")) == []

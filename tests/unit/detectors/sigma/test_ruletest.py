@@ -283,3 +283,12 @@ def test_a_raw_record_no_parser_knows_is_a_warning(tmp_path: Path) -> None:
     assert report.exit_code == 0 and report.passed == 1
     assert [(problem.severity, problem.line) for problem in report.problems] == [("warning", 2)]
     assert "no parser recognised the raw record (format auto)" in report.problems[0].message
+
+
+def test_the_projects_own_rules_pass_their_tests() -> None:
+    """rules/socpipe/: every rule has a tests file, and every case passes (as CI checks)."""
+    folder = Path(__file__).resolve().parents[4] / "rules" / "socpipe"
+    report = run_tests([folder], require_tests=True)
+    assert report.rules >= 3
+    assert report.cases >= 3 * report.rules
+    assert report.exit_code == 0, "\n".join(report.format_report())

@@ -151,6 +151,28 @@ detection:
     assert f"{linux}:6: warning: field LogonId is not mapped [Linux logon id]" in lines
 
 
+def test_fields_named_by_their_ecs_path_are_mapped_but_a_misspelled_set_is_not(
+    tmp_path: Path,
+) -> None:
+    path = _write(
+        tmp_path,
+        "sshd.yml",
+        """title: Root from outside
+logsource: {product: linux, service: sshd}
+detection:
+    selection:
+        event.outcome: success
+        socpipe.address_scope.source: public
+        evnt.action: ssh_login
+    condition: selection
+""",
+    )
+    report = validate([tmp_path])
+    assert [(item.path, item.line, item.field) for item in report.unmapped] == [
+        (path, 7, "evnt.action")
+    ]
+
+
 def test_unsupported_log_sources_are_warnings(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
