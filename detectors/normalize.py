@@ -43,6 +43,8 @@ _SYSLOG_SEVERITIES = (
     "emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug",
 )  # fmt: skip
 _JSON_FORMATS = frozenset({"json", "winlog.json", "portal.json"})
+# The version every event document carries (EcsEvent.v's default, as to_json writes it).
+_EVENT_VERSION: int = EcsEvent.model_fields["v"].default
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ class Normalizer:
     def _base(self, raw: RawRecord) -> dict[str, Any]:
         original = raw.message if raw.message is not None else orjson.dumps(raw.data).decode()
         doc: dict[str, Any] = {
-            "v": EcsEvent.model_fields["v"].default,
+            "v": _EVENT_VERSION,
             "@timestamp": raw.received,
             "event": {"id": raw.id, "kind": "event", "original": original, "created": raw.received},
             "host": {"name": raw.host},
@@ -312,7 +314,8 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> None:
         if value is None:
             continue
         current = base.get(key)
-        if isinstance(value, Mapping) and isinstance(current, dict):
+        # type() first: isinstance against the Mapping ABC is slow, and fragments hold dicts.
+        if type(current) is dict and (type(value) is dict or isinstance(value, Mapping)):
             _merge(current, value)
         else:
             base[key] = value

@@ -89,6 +89,38 @@ def field_getter(path: str) -> FieldGetter:
             node = child
         return node
 
+    if len(parts) == 2:
+        first, last = parts
+
+        def get_two(event: Mapping[str, Any]) -> Any:
+            # The hit of all dicts, unrolled (this runs for every field of every rule tried);
+            # anything else is the general walk's to answer.
+            if type(event) is dict:
+                node = event.get(first, MISSING)
+                if type(node) is dict:
+                    value = node.get(last, MISSING)
+                    if value is not MISSING:
+                        return value
+                    return MISSING  # a last segment has no dotted spelling left
+            return get_nested(event)
+
+        return get_two
+    if len(parts) == 3:
+        first, middle, last = parts
+
+        def get_three(event: Mapping[str, Any]) -> Any:
+            if type(event) is dict:
+                node = event.get(first, MISSING)
+                if type(node) is dict:
+                    inner = node.get(middle, MISSING)
+                    if type(inner) is dict:
+                        value = inner.get(last, MISSING)
+                        if value is not MISSING:
+                            return value
+                        return MISSING
+            return get_nested(event)
+
+        return get_three
     return get_nested
 
 
