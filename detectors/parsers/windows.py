@@ -17,17 +17,15 @@ powershell modules derive, per provider and event id (see ``windows_families``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, ClassVar
+from datetime import datetime
+from functools import cache
+from typing import Any, ClassVar, TypeGuard
 
 from detectors.parsers.base import DataParser, Fragment, NotMine, ParseContext
 from detectors.parsers.windows_families import apply_family, family_for
-from detectors.parsers.windows_fields import number, text
-from detectors.parsers.windows_values import SECURITY_TASKS
-from detectors.syslog import zone_named
+from detectors.parsers.windows_fields import Family, number, text
+from detectors.parsers.windows_values import SECURITY_TASKS, is_zone_known, read_time
 
 # Event.System.Level, as winlogbeat names the levels in log.level.
 _LEVELS = {
@@ -54,41 +52,17 @@ _KEYWORDS = (
     (0x10000000000000, "Audit Failure"), (0x20000000000000, "Audit Success"),
     (0x40000000000000, "Correlation Hint"), (0x80000000000000, "Classic"),
 )  # fmt: skip
+_STANDARD_KEYWORDS = 0xFF000000000000
 _AUDIT_FAILURE, _AUDIT_SUCCESS = 0x10000000000000, 0x20000000000000
 _AUDIT_TYPES = {"AUDIT_SUCCESS": "success", "AUDIT_FAILURE": "failure"}
+# NXLog's fields that go to winlog as they are, when they have text.
+_NXLOG_IDS = (
+    ("ProviderGuid", "provider_guid"), ("ActivityID", "activity_id"),
+    ("RelatedActivityID", "related_activity_id"),
+)  # fmt: skip
+# What NXLog resolves the event's UserID into.
+_NXLOG_USER = (("AccountName", "name"), ("Domain", "domain"), ("AccountType", "type"))
 _SECURITY_PROVIDER = "microsoft-windows-security-auditing"
-
-_TIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s*(Z|UTC|[+-]\d\d:?\d\d)?",
-    re.IGNORECASE,
-)
-_MAX_TIME_TEXT = 64
-
-
-@dataclass(slots=True)
-class _System:
-    """What both shapes say about an event besides its data, before it becomes ECS."""
-
-    event_id: int
-    channel: str | None = None
-    provider: str | None = None
-    provider_guid: str | None = None
-    computer: str | None = None
-    record_id: str | None = None
-    pid: int | None = None
-    thread_id: int | None = None
-    user: dict[str, str] = field(default_factory=dict)
-    keywords: int | None = None
-    audit: str | None = None
-    level: str | None = None
-    task: str | None = None
-    opcode: str | None = None
-    version: int | None = None
-    activity_id: str | None = None
-    related_activity_id: str | None = None
-    timestamp: datetime | None = None
-    timezone: str | None = None
-    message: str | None = None
 
 
 class WinlogEvtxParser(DataParser):
@@ -104,45 +78,63 @@ class WinlogEvtxParser(DataParser):
 
     def parse(self, data: Mapping[str, Any], context: ParseContext) -> Fragment:
         """The ECS fragment; NotMine without ``Event.System`` and a numeric ``EventID``."""
-        event = data.get("Event") if isinstance(data, Mapping) else None
-        system = event.get("System") if isinstance(event, Mapping) else None
-        if not isinstance(event, Mapping) or not isinstance(system, Mapping):
+        event = data.get("Event") if _is_mapping(data) else None
+        system = event.get("System") if _is_mapping(event) else None
+        if not _is_mapping(event) or not _is_mapping(system):
             raise NotMine("not an EVTX event: no Event.System")
         event_id = _event_id(system.get("EventID"))
         if event_id is None:
             raise NotMine("not an EVTX event: no numeric Event.System.EventID")
-        provider = _attributes(system.get("Provider"))
-        execution = _attributes(system.get("Execution"))
-        correlation = _attributes(system.get("Correlation"))
-        info = _System(
-            event_id=event_id,
-            channel=text(_scalar(system.get("Channel"))),
-            provider=text(provider.get("Name")) or text(provider.get("EventSourceName")),
-            provider_guid=text(provider.get("Guid")),
-            computer=text(_scalar(system.get("Computer"))),
-            record_id=text(_scalar(system.get("EventRecordID"))),
-            pid=number(execution.get("ProcessID")),
-            thread_id=number(execution.get("ThreadID")),
-            keywords=_keywords(_scalar(system.get("Keywords"))),
-            version=number(_scalar(system.get("Version"))),
-            activity_id=text(correlation.get("ActivityID")),
-            related_activity_id=text(correlation.get("RelatedActivityID")),
+        source = _attributes(system.get("Provider"))
+        provider = text(source.get("Name")) or text(source.get("EventSourceName"))
+        fragment, ecs_event, winlog = _skeleton(
+            event_id, provider, text(_scalar(system.get("Computer")))
         )
+        channel = text(_scalar(system.get("Channel")))
+        family = family_for(provider, channel)
+        event_data = _event_data(event.get("EventData"))
+        user_data = _user_data(event.get("UserData"))
+        fields: Mapping[str, Any] = event_data or user_data or {}
+        if event_data and user_data:
+            fields = {**user_data, **event_data}
+        stamp = _observed_time(family, fields)
+        if stamp is None:
+            # SystemTime is UTC by definition, whether or not the text says so.
+            found = read_time(_attributes(system.get("TimeCreated")).get("SystemTime"), None)
+            stamp = found[0] if found is not None else None
+        if stamp is not None:
+            fragment["@timestamp"] = stamp
+        level = number(_scalar(system.get("Level")))
+        if level is not None and (level_name := _LEVELS.get(level)) is not None:
+            fragment["log"] = {"level": level_name}
+        task = _task_name(_scalar(system.get("Task")), provider)
+        opcode = number(_scalar(system.get("Opcode")))
+        correlation = _attributes(system.get("Correlation"))
+        for key, value in (
+            ("channel", channel),
+            ("provider_guid", text(source.get("Guid"))),
+            ("record_id", text(_scalar(system.get("EventRecordID")))),
+            ("task", task),
+            ("opcode", _OPCODES.get(opcode, str(opcode)) if opcode is not None else None),
+            ("version", number(_scalar(system.get("Version")))),
+            ("activity_id", text(correlation.get("ActivityID"))),
+            ("related_activity_id", text(correlation.get("RelatedActivityID"))),
+        ):
+            if value is not None:
+                winlog[key] = value
+        execution = _attributes(system.get("Execution"))
+        _set_process(winlog, number(execution.get("ProcessID")), number(execution.get("ThreadID")))
         sid = text(_attributes(system.get("Security")).get("UserID"))
         if sid is not None:
-            info.user["identifier"] = sid
-        level = number(_scalar(system.get("Level")))
-        info.level = _LEVELS.get(level) if level is not None else None
-        info.task = _task_name(_scalar(system.get("Task")), info.provider)
-        opcode = number(_scalar(system.get("Opcode")))
-        info.opcode = _OPCODES.get(opcode, str(opcode)) if opcode is not None else None
-        # SystemTime is UTC by definition, whether or not the text says so.
-        found = _time(_attributes(system.get("TimeCreated")).get("SystemTime"), None)
-        if found is not None:
-            info.timestamp = found[0]
-        return _fragment(
-            info, _event_data(event.get("EventData")), _user_data(event.get("UserData"))
+            winlog["user"] = {"identifier": sid}
+        _set_outcome_and_action(
+            ecs_event, winlog, _keywords(_scalar(system.get("Keywords"))), None, task
         )
+        if event_data:
+            winlog["event_data"] = event_data
+        if user_data:
+            winlog["user_data"] = user_data
+        return _with_family(fragment, family, event_id, sid, fields)
 
 
 # NXLog's own fields (im_msvistalog), and what Logstash or OTRF added; everything else is data.
@@ -168,165 +160,185 @@ class WinlogFlatParser(DataParser):
 
     def parse(self, data: Mapping[str, Any], context: ParseContext) -> Fragment:
         """The ECS fragment; NotMine without a numeric ``EventID`` and a channel or provider."""
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # a dict: skip the ABC
             raise NotMine("not a flat Windows event: not a mapping")
-        event_id = _event_id(data.get("EventID"))
-        if event_id is None:
-            raise NotMine("not a flat Windows event: no numeric EventID")
+        get = data.get
+        event_id = get("EventID")
+        if type(event_id) is not int or not 0 <= event_id <= 0xFFFF:  # else text, or bool
+            event_id = _event_id(event_id)
+            if event_id is None:
+                raise NotMine("not a flat Windows event: no numeric EventID")
         has_source = "SourceName" in data
-        provider = text(data.get("SourceName" if has_source else "ProviderName"))
-        channel = text(data.get("Channel"))
+        provider = text(get("SourceName" if has_source else "ProviderName"))
+        channel = text(get("Channel"))
         if channel is None and provider is None:
             raise NotMine("not a flat Windows event: neither Channel nor SourceName")
-        info = _System(
-            event_id=event_id,
-            channel=channel,
-            provider=provider,
-            provider_guid=text(data.get("ProviderGuid")),
-            computer=text(data.get("Hostname")) or text(data.get("Computer")),
-            record_id=text(data.get("RecordNumber")) or text(data.get("EventRecordID")),
-            thread_id=number(data.get("ThreadID")),
-            keywords=_keywords(data.get("Keywords")),
-            activity_id=text(data.get("ActivityID")),
-            related_activity_id=text(data.get("RelatedActivityID")),
-            message=data.get("Message") if isinstance(data.get("Message"), str) else None,
+        fragment, event, winlog = _skeleton(
+            event_id, provider, text(get("Hostname")) or text(get("Computer"))
         )
-        meta = _flat_meta(data, has_source)
-        pid = data.get("ExecutionProcessID")
-        if pid is None and "ProcessID" in meta:
-            pid = data.get("ProcessID")
-        info.pid = number(pid)
-        sid = text(data.get("UserID"))
-        if sid is not None:
-            info.user["identifier"] = sid
-            for key, name in (
-                ("AccountName", "name"),
-                ("Domain", "domain"),
-                ("AccountType", "type"),
-            ):
-                found = text(data.get(key))
-                if found is not None:
-                    info.user[name] = found
-        if "EventType" in meta:
-            info.audit = _AUDIT_TYPES.get(text(data.get("EventType")) or "")
-        level = number(data.get("Level"))
+        family = family_for(provider, channel)
+        # Sysmon's UtcTime (event data: not in _FLAT_META) wins over NXLog's times, so these are
+        # not read when it is there; but they are while the zone is not known good, as reading
+        # one in a zone that does not exist raises (a settings error, which must show).
+        known_zone = is_zone_known(context.timezone)
+        stamp = _observed_time(family, data) if known_zone else None
+        if stamp is None:
+            _set_flat_time(fragment, data, context.timezone)
+            if not known_zone and (stamp := _observed_time(family, data)) is not None:
+                event.pop("timezone", None)
+        if stamp is not None:
+            fragment["@timestamp"] = stamp
+        message = get("Message")
+        if isinstance(message, str):
+            fragment["message"] = message
+        level = number(get("Level"))
         if level is not None:
-            info.level = _LEVELS.get(level)
+            level_name = _LEVELS.get(level)
         else:
-            info.level = _SEVERITIES.get(text(data.get("Severity")) or "")
-        info.task = text(data.get("Category")) or _task_name(data.get("Task"), provider)
-        info.opcode = text(data.get("Opcode"))
-        if info.opcode is None and (opcode := number(data.get("OpcodeValue"))) is not None:
-            info.opcode = _OPCODES.get(opcode, str(opcode))
-        version = data.get("Version")
-        info.version = version if "Version" in meta and isinstance(version, int) else None
-        # The event's own time first; @timestamp is often the shipper's. A zone-less time (NXLog's
-        # EventTime) is in the sending host's zone, which the source's settings name.
-        for key in ("TimeCreated", "EventTime", "@timestamp"):
-            stamp = _time(data.get(key), context.timezone)
-            if stamp is not None:
-                info.timestamp, info.timezone = stamp
-                break
-        event_data = {key: value for key, value in data.items() if key not in meta}
-        return _fragment(info, event_data, None)
+            level_name = _SEVERITIES.get(text(get("Severity")) or "")
+        if level_name is not None:
+            fragment["log"] = {"level": level_name}
+        task = text(get("Category")) or _task_name(get("Task"), provider)
+        opcode = text(get("Opcode"))
+        if opcode is None and (opcode_value := number(get("OpcodeValue"))) is not None:
+            opcode = _OPCODES.get(opcode_value, str(opcode_value))
+        if channel is not None:
+            winlog["channel"] = channel
+        record_id = text(get("RecordNumber")) or text(get("EventRecordID"))
+        if record_id is not None:
+            winlog["record_id"] = record_id
+        if task is not None:
+            winlog["task"] = task
+        if opcode is not None:
+            winlog["opcode"] = opcode
+        # NXLog's event version is a number; Sysmon 4's Version is text.
+        version = get("Version")
+        if isinstance(version, int):
+            winlog["version"] = version
+        for key, name in _NXLOG_IDS:
+            value = get(key)
+            if value is not None and (value := text(value)) is not None:
+                winlog[name] = value
+        # NXLog's process id is a number; the event data's (5156) is text.
+        pid = get("ExecutionProcessID")
+        own_pid = "ExecutionProcessID" not in data and isinstance(get("ProcessID"), int)
+        _set_process(winlog, number(get("ProcessID") if own_pid else pid), number(get("ThreadID")))
+        # NXLog resolves UserID into these; without UserID they are event data (7045 AccountName).
+        has_user = "UserID" in data
+        sid = text(get("UserID"))
+        if sid is not None:
+            user = winlog["user"] = {"identifier": sid}
+            for key, name in _NXLOG_USER:
+                value = get(key)
+                if value is not None and (value := text(value)) is not None:
+                    user[name] = value
+        # OTRF renames NXLog's EventType when Sysmon's event data has one of its own.
+        own_type = "EventTypeOrignal" not in data and "EventTypeOriginal" not in data
+        audit = _AUDIT_TYPES.get(text(get("EventType")) or "") if own_type else None
+        _set_outcome_and_action(event, winlog, _keywords(get("Keywords")), audit, task)
+        event_data = {key: value for key, value in data.items() if key not in _FLAT_META}
+        # The names that are NXLog's only in some events (see the comments above).
+        if own_type:
+            event_data.pop("EventType", None)
+        if has_user:
+            for key, _ in _NXLOG_USER:
+                event_data.pop(key, None)
+        if own_pid:
+            del event_data["ProcessID"]
+        if not has_source:
+            event_data.pop("ProviderName", None)
+        if isinstance(version, int):
+            del event_data["Version"]
+        if event_data:
+            winlog["event_data"] = event_data
+        return _with_family(fragment, family, event_id, sid, event_data)
 
 
-def _flat_meta(data: Mapping[str, Any], has_source: bool) -> frozenset[str]:
-    """The keys of ``data`` that are the shipper's, not event data: some names are both."""
-    extra = []
-    # OTRF renames NXLog's EventType when Sysmon's event data has one of its own.
-    if "EventTypeOrignal" not in data and "EventTypeOriginal" not in data:
-        extra.append("EventType")
-    # NXLog resolves UserID into these; without UserID they are event data (7045 AccountName).
-    if "UserID" in data:
-        extra += ("AccountName", "Domain", "AccountType")
-    # NXLog's process id is a number; the event data's (5156) is text.
-    if "ExecutionProcessID" not in data and isinstance(data.get("ProcessID"), int):
-        extra.append("ProcessID")
-    if not has_source:
-        extra.append("ProviderName")
-    # NXLog's event version is a number; Sysmon 4's Version is text.
-    if isinstance(data.get("Version"), int):
-        extra.append("Version")
-    return _FLAT_META.union(extra)
-
-
-def _fragment(
-    info: _System, event_data: dict[str, Any] | None, user_data: dict[str, Any] | None
-) -> Fragment:
-    code = str(info.event_id)
+def _skeleton(
+    event_id: int, provider: str | None, computer: str | None
+) -> tuple[Fragment, dict[str, Any], dict[str, Any]]:
+    """The fragment with what every event has, and its ``event`` and ``winlog`` objects."""
+    code = str(event_id)
     event: dict[str, Any] = {"kind": "event", "code": code}
     winlog: dict[str, Any] = {"event_id": code}
     fragment: Fragment = {"event": event, "winlog": winlog}
-    if info.timestamp is not None:
-        fragment["@timestamp"] = info.timestamp
-        if info.timezone is not None:
-            event["timezone"] = info.timezone
-    if info.provider is not None:
-        event["provider"] = info.provider
-        winlog["provider_name"] = info.provider
-    if info.computer is not None:
-        fragment["host"] = {"name": info.computer}
-        winlog["computer_name"] = info.computer
-    if info.message is not None:
-        fragment["message"] = info.message
-    if info.level is not None:
-        fragment["log"] = {"level": info.level}
-    for key, value in (
-        ("channel", info.channel),
-        ("provider_guid", info.provider_guid),
-        ("record_id", info.record_id),
-        ("task", info.task),
-        ("opcode", info.opcode),
-        ("version", info.version),
-        ("activity_id", info.activity_id),
-        ("related_activity_id", info.related_activity_id),
-    ):
-        if value is not None:
-            winlog[key] = value
-    if info.pid is not None or info.thread_id is not None:
+    if provider is not None:
+        event["provider"] = winlog["provider_name"] = provider
+    if computer is not None:
+        fragment["host"] = {"name": computer}
+        winlog["computer_name"] = computer
+    return fragment, event, winlog
+
+
+def _set_process(winlog: dict[str, Any], pid: int | None, thread_id: int | None) -> None:
+    """``winlog.process``: the process and thread that logged the event."""
+    if pid is not None or thread_id is not None:
         process: dict[str, Any] = {}
         winlog["process"] = process
-        if info.pid is not None:
-            process["pid"] = info.pid
-        if info.thread_id is not None:
-            process["thread"] = {"id": info.thread_id}
-    if info.user:
-        winlog["user"] = info.user
-    _keywords_and_outcome(info, winlog, event)
-    if info.task is not None and not info.task.isdigit():
-        event["action"] = info.task  # winlogbeat's default action: the task's name
-    if event_data:
-        winlog["event_data"] = event_data
-    if user_data:
-        winlog["user_data"] = user_data
-    fields: Mapping[str, Any] = event_data or user_data or {}
-    if event_data and user_data:
-        fields = {**user_data, **event_data}
-    family = family_for(info.provider, info.channel)
-    if family.user_id_from_identifier and "identifier" in info.user:
-        fragment["user"] = {"id": info.user["identifier"]}
-    if family.name == "sysmon":
-        # Sysmon's own UTC time of the observation, as Elastic's pipeline takes it.
-        found = _time(fields.get("UtcTime"), None)
+        if pid is not None:
+            process["pid"] = pid
+        if thread_id is not None:
+            process["thread"] = {"id": thread_id}
+
+
+def _set_outcome_and_action(
+    event: dict[str, Any],
+    winlog: dict[str, Any],
+    keywords: int | None,
+    audit: str | None,
+    task: str | None,
+) -> None:
+    """Keyword names, the outcome from the audit keywords (else NXLog's EventType), and the
+    task's name as the action (winlogbeat's default)."""
+    if keywords is not None:
+        names = _keyword_names(keywords & _STANDARD_KEYWORDS)
+        if names:
+            winlog["keywords"] = list(names)
+        if keywords & _AUDIT_FAILURE:
+            event["outcome"] = "failure"
+        elif keywords & _AUDIT_SUCCESS:
+            event["outcome"] = "success"
+    if "outcome" not in event and audit is not None:
+        event["outcome"] = audit
+    if task is not None and not task.isdigit():
+        event["action"] = task
+
+
+@cache  # at most 256 masks: the standard bits only
+def _keyword_names(standard: int) -> tuple[str, ...]:
+    """The names of the standard keyword bits set in ``standard``."""
+    return tuple(name for bit, name in _KEYWORDS if standard & bit)
+
+
+def _set_flat_time(fragment: Fragment, data: Mapping[str, Any], zone: str) -> None:
+    """``@timestamp`` from the event's own time first (@timestamp is often the shipper's). A
+    zone-less time (NXLog's EventTime) is read in the sending host's zone, which the source's
+    settings name, and ``event.timezone`` then names it."""
+    for key in ("TimeCreated", "EventTime", "@timestamp"):
+        found = read_time(data[key], zone) if key in data else None
         if found is not None:
             fragment["@timestamp"] = found[0]
-            event.pop("timezone", None)
-    apply_family(family, info.event_id, fields, fragment)
+            if found[1] is not None:
+                fragment["event"]["timezone"] = found[1]
+            return
+
+
+def _observed_time(family: Family, fields: Mapping[str, Any]) -> datetime | None:
+    """Sysmon's own UTC time of the observation, which Elastic's pipeline takes for @timestamp."""
+    if family.name != "sysmon":
+        return None
+    found = read_time(fields.get("UtcTime"), None)
+    return found[0] if found is not None else None
+
+
+def _with_family(
+    fragment: Fragment, family: Family, event_id: int, sid: str | None, fields: Mapping[str, Any]
+) -> Fragment:
+    """The fragment with the ECS fields of the event's family (see ``windows_families``)."""
+    if family.user_id_from_identifier and sid is not None:
+        fragment["user"] = {"id": sid}
+    apply_family(family, event_id, fields, fragment)
     return fragment
-
-
-def _keywords_and_outcome(info: _System, winlog: dict[str, Any], event: dict[str, Any]) -> None:
-    if info.keywords is not None:
-        names = [name for bit, name in _KEYWORDS if info.keywords & bit]
-        if names:
-            winlog["keywords"] = names
-        if info.keywords & _AUDIT_FAILURE:
-            event["outcome"] = "failure"
-        elif info.keywords & _AUDIT_SUCCESS:
-            event["outcome"] = "success"
-    if "outcome" not in event and info.audit is not None:
-        event["outcome"] = info.audit
 
 
 def _event_data(node: Any) -> dict[str, Any] | None:
@@ -335,6 +347,8 @@ def _event_data(node: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(node, Mapping):
         return _data_values(node) if isinstance(node, (list, str, int)) else None
+    if "#attributes" not in node and not isinstance(node.get("Data"), (list, Mapping)):
+        return dict(node)  # named fields only, the shape the evtx package writes
     fields: dict[str, Any] = {}
     for key, value in node.items():
         if key == "#attributes":
@@ -384,18 +398,29 @@ def _user_data(node: Any) -> dict[str, Any] | None:
     return None
 
 
+def _is_mapping(node: Any) -> TypeGuard[Mapping[str, Any]]:
+    """isinstance(node, Mapping), told by the type first for a dict, text or a number: each
+    event has a score of these checks, and the ABC's isinstance is slow for anything else."""
+    if type(node) is dict:
+        return True
+    return node.__class__ not in _SCALARS and isinstance(node, Mapping)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _attributes(node: Any) -> Mapping[str, Any]:
     """An element's ``#attributes``, or an empty mapping."""
-    if isinstance(node, Mapping):
+    if _is_mapping(node):
         found = node.get("#attributes")
-        if isinstance(found, Mapping):
+        if _is_mapping(found):
             return found
     return {}
 
 
 def _scalar(node: Any) -> Any:
     """An element's text: the value itself, or ``#text`` of an element that has attributes."""
-    return node.get("#text") if isinstance(node, Mapping) else node
+    return node.get("#text") if _is_mapping(node) else node
 
 
 def _event_id(node: Any) -> int | None:
@@ -406,6 +431,8 @@ def _event_id(node: Any) -> int | None:
 
 def _keywords(value: Any) -> int | None:
     """The keyword mask from ``"0x8020000000000000"`` or NXLog's signed 64-bit number."""
+    if type(value) is int and -(2**63) <= value < 2**63:  # NXLog's, the common case
+        return value & 0xFFFFFFFFFFFFFFFF
     if isinstance(value, str) and value[:2] in ("0x", "0X") and 2 < len(value) <= 18:
         try:
             return int(value, 16)
@@ -422,35 +449,3 @@ def _task_name(value: Any, provider: str | None) -> str | None:
     if provider is not None and provider.lower() == _SECURITY_PROVIDER:
         return SECURITY_TASKS.get(task, str(task))
     return str(task)
-
-
-def _time(value: Any, zone: str | None) -> tuple[datetime, str | None] | None:
-    """(UTC time, zone name if the text had no zone and ``zone`` was assumed), or None.
-
-    A time without a zone is read in ``zone``, or as UTC when ``zone`` is None.
-    """
-    if not isinstance(value, str) or len(value) > _MAX_TIME_TEXT:
-        return None
-    match = _TIME.fullmatch(value.strip())
-    if match is None:
-        return None
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    assumed = None
-    try:
-        if offset is None:
-            tz = UTC if zone is None else zone_named(zone)
-            assumed = zone
-        elif offset.upper() in ("Z", "UTC"):
-            tz = UTC
-        else:
-            sign = -1 if offset[0] == "-" else 1
-            digits = offset[1:].replace(":", "")
-            tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
-        micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
-        stamp = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), micro,
-            tzinfo=tz,
-        )  # fmt: skip
-        return stamp.astimezone(UTC), assumed
-    except (ValueError, OverflowError):
-        return None

@@ -13,9 +13,14 @@ Sigma rules written against the raw field names still match. What Elastic adds t
 (descriptions of codes) is left out; where it moves a value to ECS, we copy it instead.
 
 This module holds what the mappings share: the types, ``event_kind`` to write a table row, and
-the helpers that read event data values (``text``, ``number``, ``ip``, ...) and write ECS fields
-(``put``, ``put_path``, ``put_user``, ...). Where we differ from Elastic, on purpose:
-``file.extension`` comes from the file name only, never from a dot in a directory.
+the helpers that read event data values (``text``, ``number``, ``ip``, ...) and write ECS fields:
+``put``, ``put_path``, ``put_user``, ... at a path from the fragment's root, and ``set_path``,
+``set_executable``, ... into one ECS object (``process``, ``file``) that a mapper fills before
+it attaches it. Where we differ from Elastic, on purpose: ``file.extension`` comes from the file
+name only, never from a dot in a directory.
+
+These run on every event: mappers look a field up once, and call a converter only for a field
+the event has (most of a family's fields are absent from any one event).
 """
 
 from __future__ import annotations
@@ -69,16 +74,35 @@ def event_kind(
 
 # --- helpers: values as the event data has them are strings, ints or anything at all ---------
 
-_EMPTY = frozenset({"", "-"})
-
 
 def text(value: Any) -> str | None:
     """The value as text; None for empty, ``-`` or a value that is not a string or number."""
     if isinstance(value, str):
-        return None if value in _EMPTY else value
+        # Compared, not looked up in a set: hashing would read all of a long value.
+        return value if value and value != "-" else None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def first_text(get: Callable[[str], Any], *keys: str) -> str | None:
+    """The text of the first of these fields that has text (``get``: the event data's get)."""
+    for key in keys:
+        found = get(key)
+        if found is not None and (found := text(found)) is not None:
+            return found
+    return None
+
+
+def texts(get: Callable[[str], Any], names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``{name: text}`` for each (event data key, ECS name) whose value is text; for two keys
+    of one name, the later one's."""
+    found: dict[str, Any] = {}
+    for key, name in names:
+        value = get(key)
+        if value is not None and (value := text(value)) is not None:
+            found[name] = value
+    return found
 
 
 def number(value: Any) -> int | None:
@@ -101,13 +125,18 @@ def put(fragment: Fragment, path: tuple[str, ...], value: Any) -> None:
     """Set ``value`` at ``path`` in the fragment, making the dicts on the way; skip None."""
     if value is None:
         return
+    node_at(fragment, path[:-1])[path[-1]] = value
+
+
+def node_at(fragment: Fragment, path: tuple[str, ...]) -> dict[str, Any]:
+    """The dict at ``path``, made (or put in place of a value that is not a dict) if need be."""
     node = fragment
-    for key in path[:-1]:
+    for key in path:
         child = node.get(key)
         if not isinstance(child, dict):
             child = node[key] = {}
         node = child
-    node[path[-1]] = value
+    return node
 
 
 def get(fragment: Fragment, path: tuple[str, ...]) -> Any:
@@ -147,27 +176,36 @@ def split_user(value: Any) -> tuple[str | None, str | None]:
 
 def put_path(fragment: Fragment, root: tuple[str, ...], path: str) -> None:
     """``root.path`` and, for a Windows path, ``name``, ``directory`` and ``extension``."""
-    put(fragment, (*root, "path"), path)
+    set_path(node_at(fragment, root), path)
+
+
+def set_path(node: dict[str, Any], path: str) -> None:
+    """``path`` and, for a Windows path, ``name``, ``directory`` and ``extension`` in ``node``."""
+    node["path"] = path
     cut = path.rfind("\\")
     if cut < 0:
         return
     name = path[cut + 1 :]
-    put(fragment, (*root, "directory"), path[:cut])
+    node["directory"] = path[:cut]
     if name:
-        put(fragment, (*root, "name"), name)
+        node["name"] = name
         dot = name.rfind(".")
         if 0 <= dot < len(name) - 1:
-            put(fragment, (*root, "extension"), name[dot + 1 :])
+            node["extension"] = name[dot + 1 :]
 
 
 def put_executable(fragment: Fragment, root: tuple[str, ...], executable: str | None) -> None:
     """``root.executable`` and ``root.name`` (the part after the last backslash)."""
-    if executable is None:
-        return
-    put(fragment, (*root, "executable"), executable)
+    if executable is not None:
+        set_executable(node_at(fragment, root), executable)
+
+
+def set_executable(node: dict[str, Any], executable: str) -> None:
+    """``executable`` and, unless ``node`` has one, ``name`` (after the last backslash)."""
+    node["executable"] = executable
     name = executable[executable.rfind("\\") + 1 :]
-    if name and get(fragment, (*root, "name")) is None:
-        put(fragment, (*root, "name"), name)
+    if name and node.get("name") is None:
+        node["name"] = name
 
 
 # Windows allows at most 32,767 characters on a command line; longer text is not one to split.
@@ -189,6 +227,9 @@ def split_command_line(command: str) -> list[str] | None:
     """
     if len(command) > _MAX_COMMAND_LINE:
         return None
+    if '"' not in command:
+        # Without quotes, backslashes are all literal: the arguments are the runs of non-blanks.
+        return [arg for arg in command.replace("\t", " ").split(" ") if arg]
     args: list[str] = []
     arg: list[str] | None = None
     quoted = False
@@ -227,17 +268,21 @@ def split_command_line(command: str) -> list[str] | None:
 
 def put_command_line(fragment: Fragment, root: tuple[str, ...], command: str | None) -> None:
     """``root.command_line``, ``root.args`` and ``root.args_count``."""
-    if command is None:
-        return
-    put(fragment, (*root, "command_line"), command)
+    if command is not None:
+        set_command_line(node_at(fragment, root), command)
+
+
+def set_command_line(node: dict[str, Any], command: str) -> None:
+    """``command_line``, ``args`` and ``args_count`` in ``node``."""
+    node["command_line"] = command
     args = split_command_line(command)
     if args:
-        put(fragment, (*root, "args"), args)
-        put(fragment, (*root, "args_count"), len(args))
+        node["args"] = args
+        node["args_count"] = len(args)
 
 
-def put_hashes(fragment: Fragment, root: tuple[str, ...], value: Any) -> None:
-    """Sysmon's ``SHA1=..,MD5=..,SHA256=..,IMPHASH=..`` as ``root.hash.*`` and ``pe.imphash``."""
+def set_hashes(node: dict[str, Any], value: Any) -> None:
+    """Sysmon's ``SHA1=..,MD5=..,SHA256=..,IMPHASH=..`` as ``hash.*`` and ``pe.imphash``."""
     found = text(value)
     if found is None:
         return
@@ -248,9 +293,9 @@ def put_hashes(fragment: Fragment, root: tuple[str, ...], value: Any) -> None:
             continue  # Sysmon writes all zeros for a hash it could not compute
         name = name.strip().lower()
         if name == "imphash":
-            put(fragment, (*root, "pe", "imphash"), digest)
+            node_at(node, ("pe",))["imphash"] = digest
         elif name:
-            put(fragment, (*root, "hash", name), digest)
+            node_at(node, ("hash",))[name] = digest
 
 
 _NULL_SID = "S-1-0-0"  # "Nobody": Windows writes it where there is no account
@@ -258,9 +303,12 @@ _NULL_SID = "S-1-0-0"  # "Nobody": Windows writes it where there is no account
 
 def put_user(fragment: Fragment, root: tuple[str, ...], sid: Any, name: Any, domain: Any) -> None:
     """``root.id``/``name``/``domain``; a ``user@REALM`` name keeps only the user part."""
-    sid = text(sid)
-    put(fragment, (*root, "id"), None if sid == _NULL_SID else sid)
-    found = text(name)
-    if found is not None:
-        put(fragment, (*root, "name"), found.split("@", 1)[0] or found)
-    put(fragment, (*root, "domain"), text(domain))
+    found: dict[str, str] = {}
+    if sid is not None and (sid := text(sid)) is not None and sid != _NULL_SID:
+        found["id"] = sid
+    if name is not None and (name := text(name)) is not None:
+        found["name"] = name.split("@", 1)[0] or name
+    if domain is not None and (domain := text(domain)) is not None:
+        found["domain"] = domain
+    if found:
+        node_at(fragment, root).update(found)

@@ -229,14 +229,22 @@ def _installer(fields: Fields, fragment: Fragment, code: int) -> None:
 
 
 def _logon(fields: Fields, fragment: Fragment, code: int) -> None:
-    """Run on every Security event: the logon session and, where there is one, its type."""
-    logon_type = text(fields.get("LogonType"))
-    if logon_type is not None:
-        put(fragment, ("winlog", "logon", "type"), LOGON_TYPES.get(logon_type, logon_type))
-    key = "TargetLogonId" if code in (4624, 4634, 4647, 4964) else "SubjectLogonId"
-    logon_id = text(fields.get(key))
-    if logon_id is not None and get(fragment, ("winlog", "logon", "id")) is None:
-        put(fragment, ("winlog", "logon", "id"), logon_id)
+    """Run on every Security event: the logon session and, where there is one, its type.
+
+    The family's first mapper: nothing has set ``winlog.logon`` yet, so it is made here.
+    """
+    logon: dict[str, str] = {}
+    logon_type = fields.get("LogonType")
+    if logon_type is not None and (logon_type := text(logon_type)) is not None:
+        logon["type"] = LOGON_TYPES.get(logon_type, logon_type)
+    logon_id = fields.get("TargetLogonId" if code in _NEW_SESSION else "SubjectLogonId")
+    if logon_id is not None and (logon_id := text(logon_id)) is not None:
+        logon["id"] = logon_id
+    if logon:
+        fragment["winlog"]["logon"] = logon
+
+
+_NEW_SESSION = frozenset({4624, 4634, 4647, 4964})  # their logon id is the target's session
 
 
 _AUTH = ("authentication",)

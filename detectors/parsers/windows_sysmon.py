@@ -17,25 +17,40 @@ Where we differ from Elastic, on purpose:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from detectors.parsers.base import Fragment
 from detectors.parsers.windows_fields import (
     EventKind,
     Family,
     Fields,
+    first_text,
     ip,
+    node_at,
     number,
     port,
     put,
-    put_command_line,
     put_executable,
-    put_hashes,
     put_path,
+    set_command_line,
+    set_executable,
+    set_hashes,
+    set_path,
     split_user,
     text,
+    texts,
 )
 from detectors.parsers.windows_fields import event_kind as _k
-from detectors.parsers.windows_values import DNS_TYPES, SYSMON_DNS_STATUS
+from detectors.parsers.windows_values import (
+    NATIVE_HIVES,
+    REGISTRY_HIVES,
+    SYSMON_DNS_STATUS,
+    details_section,
+    dns_answers,
+    invocation_details,
+    key_values,
+)
 
 # --- Sysmon (Microsoft-Windows-Sysmon/Operational) ---------------------------------------------
 
@@ -45,81 +60,137 @@ _PE_FIELDS = (
     ("OriginalFileName", "original_file_name"), ("Company", "company"),
     ("Description", "description"), ("FileVersion", "file_version"), ("Product", "product"),
 )  # fmt: skip
+_SIGNATURE_FIELDS = (("Signature", "subject_name"), ("SignatureStatus", "status"))
 _BOOLEANS = {"true": True, "false": False}
 
 
-def _first(fields: Fields, *keys: str) -> str | None:
-    for key in keys:
-        found = text(fields.get(key))
-        if found is not None:
-            return found
-    return None
-
-
 def _sysmon(fields: Fields, fragment: Fragment, code: int) -> None:
-    """Every Sysmon event: its fields mean the same whatever the event id (Elastic's pipeline)."""
-    put(fragment, ("rule", "name"), text(fields.get("RuleName")))
-    domain, name = split_user(fields.get("User"))
-    put(fragment, ("user", "domain"), domain)
-    put(fragment, ("user", "name"), name)
-    _sysmon_process(fields, fragment, code)
-    _sysmon_file(fields, fragment, code)
+    """Every Sysmon event: its fields mean the same whatever the event id (Elastic's pipeline).
+
+    ``rule``, ``process``, ``file`` and ``registry`` are built as dicts and attached when they
+    have a field: the fragment has none of them before this first mapper of the family runs.
+    """
+    get = fields.get
+    rule = get("RuleName")
+    if rule is not None and (rule := text(rule)) is not None:
+        fragment["rule"] = {"name": rule}
+    user = get("User")
+    if user is not None:
+        domain, name = split_user(user)
+        put(fragment, ("user", "domain"), domain)
+        put(fragment, ("user", "name"), name)
+    process = _sysmon_process(fields, code)
+    if process:
+        fragment["process"] = process
+    file = _sysmon_file(fields, code)
+    if file:
+        fragment["file"] = file
     if code in (3, 22):
         _sysmon_network(fields, fragment, code)
     elif code in (12, 13, 14):
-        _sysmon_registry(fields, fragment, code)
+        registry = _sysmon_registry(get, code)
+        if registry:
+            fragment["registry"] = registry
     elif code == 25 and "message" not in fragment:
-        put(fragment, ("message",), text(fields.get("Type")))
+        put(fragment, ("message",), text(get("Type")))
     elif code == 255:
-        put(fragment, ("error", "code"), text(fields.get("ID")))
+        put(fragment, ("error", "code"), text(get("ID")))
     for key, name in (("Archived", "archived"), ("IsExecutable", "is_executable")):
-        put(fragment, ("sysmon", "file", name), _BOOLEANS.get(text(fields.get(key)) or ""))
+        value = get(key)
+        if value is not None:
+            put(fragment, ("sysmon", "file", name), _BOOLEANS.get(text(value) or ""))
 
 
-def _sysmon_process(fields: Fields, fragment: Fragment, code: int) -> None:
-    process = ("process",)
-    put(
-        fragment,
-        ("process", "entity_id"),
-        _first(fields, "ProcessGuid", "SourceProcessGuid", "SourceProcessGUID"),
-    )
-    pid = fields.get("ProcessId")
-    pid = pid if pid is not None else fields.get("SourceProcessId")
-    put(fragment, ("process", "pid"), number(pid))
-    put(fragment, ("process", "thread", "id"), number(fields.get("SourceThreadId")))
-    put_executable(fragment, process, _first(fields, "Image", "SourceImage", "Destination"))
-    put_command_line(fragment, process, text(fields.get("CommandLine")))
-    put(fragment, ("process", "working_directory"), text(fields.get("CurrentDirectory")))
-    put(fragment, ("process", "parent", "entity_id"), text(fields.get("ParentProcessGuid")))
-    put(fragment, ("process", "parent", "pid"), number(fields.get("ParentProcessId")))
-    put_executable(fragment, ("process", "parent"), text(fields.get("ParentImage")))
-    put_command_line(fragment, ("process", "parent"), text(fields.get("ParentCommandLine")))
-    if code != 7:  # in 7 (image loaded) the PE fields are the loaded file's
-        for key, name in _PE_FIELDS:
-            put(fragment, ("process", "pe", name), text(fields.get(key)))
+# Fields of a few kinds of Sysmon events only: the others skip them with one set operation
+# (on the few names, not on the event's fields) instead of looking each name up.
+_PARENT_KEYS = frozenset(
+    {"ParentProcessGuid", "ParentProcessId", "ParentImage", "ParentCommandLine"}
+)
+_PE_KEYS = frozenset({"OriginalFileName", "Company", "Description", "FileVersion", "Product"})
+_FILE_KEYS = frozenset({"ImageLoaded", "Device", "TargetFilename", "PipeName"})
+_SIGNATURE_KEYS = frozenset({"Signature", "SignatureStatus", "Signed"})
+
+
+def _sysmon_process(fields: Fields, code: int) -> dict[str, Any]:
+    get = fields.get
+    process: dict[str, Any] = {}
+    found = first_text(get, "ProcessGuid", "SourceProcessGuid", "SourceProcessGUID")
+    if found is not None:
+        process["entity_id"] = found
+    pid = get("ProcessId")
+    if pid is None:
+        pid = get("SourceProcessId")
+    if pid is not None and (pid := number(pid)) is not None:
+        process["pid"] = pid
+    thread = get("SourceThreadId")
+    if thread is not None and (thread := number(thread)) is not None:
+        process["thread"] = {"id": thread}
+    found = first_text(get, "Image", "SourceImage", "Destination")
+    if found is not None:
+        set_executable(process, found)
+    found = get("CommandLine")
+    if found is not None and (found := text(found)) is not None:
+        set_command_line(process, found)
+    found = get("CurrentDirectory")
+    if found is not None and (found := text(found)) is not None:
+        process["working_directory"] = found
+    parent = _sysmon_parent(get) if not fields.keys().isdisjoint(_PARENT_KEYS) else None
+    if parent:
+        process["parent"] = parent
+    # In 7 (image loaded) the PE fields are the loaded file's.
+    if code != 7 and not fields.keys().isdisjoint(_PE_KEYS):
+        pe = texts(get, _PE_FIELDS)
+        if pe:
+            process["pe"] = pe
     if code in _PROCESS_HASH_EVENTS:
-        put_hashes(fragment, process, fields.get("Hashes") or fields.get("Hash"))
+        set_hashes(process, get("Hashes") or get("Hash"))
+    return process
 
 
-def _sysmon_file(fields: Fields, fragment: Fragment, code: int) -> None:
+def _sysmon_parent(get: Callable[[str], Any]) -> dict[str, Any]:
+    parent: dict[str, Any] = {}
+    found = get("ParentProcessGuid")
+    if found is not None and (found := text(found)) is not None:
+        parent["entity_id"] = found
+    pid = get("ParentProcessId")
+    if pid is not None and (pid := number(pid)) is not None:
+        parent["pid"] = pid
+    found = get("ParentImage")
+    if found is not None and (found := text(found)) is not None:
+        set_executable(parent, found)
+    found = get("ParentCommandLine")
+    if found is not None and (found := text(found)) is not None:
+        set_command_line(parent, found)
+    return parent
+
+
+def _sysmon_file(fields: Fields, code: int) -> dict[str, Any]:
+    get = fields.get
+    keys = fields.keys()
+    file: dict[str, Any] = {}
     if code in _FILE_HASH_EVENTS:
-        put_hashes(fragment, ("file",), fields.get("Hashes") or fields.get("Hash"))
-    path = _first(fields, "ImageLoaded", "Device", "TargetFilename")
-    if path is not None:
-        put_path(fragment, ("file",), path)
-    put(fragment, ("file", "name"), text(fields.get("PipeName")))
-    signature = ("file", "code_signature")
-    put(fragment, (*signature, "subject_name"), text(fields.get("Signature")))
-    status = text(fields.get("SignatureStatus"))
-    put(fragment, (*signature, "status"), status)
-    if status == "Valid":
-        put(fragment, (*signature, "valid"), True)
-    signed = fields.get("Signed")
-    if signed is True or text(signed) == "true":
-        put(fragment, (*signature, "signed"), True)
+        set_hashes(file, get("Hashes") or get("Hash"))
+    if not keys.isdisjoint(_FILE_KEYS):
+        path = first_text(get, "ImageLoaded", "Device", "TargetFilename")
+        if path is not None:
+            set_path(file, path)
+        found = get("PipeName")
+        if found is not None and (found := text(found)) is not None:
+            file["name"] = found
+    if not keys.isdisjoint(_SIGNATURE_KEYS):
+        signature = texts(get, _SIGNATURE_FIELDS)
+        if signature.get("status") == "Valid":
+            signature["valid"] = True
+        signed = get("Signed")
+        if signed is True or text(signed) == "true":
+            signature["signed"] = True
+        if signature:
+            file["code_signature"] = signature
     if code == 7:
-        for key, name in _PE_FIELDS:
-            put(fragment, ("file", "pe", name), text(fields.get(key)))
+        pe = texts(get, _PE_FIELDS)
+        if pe:
+            node_at(file, ("pe",)).update(pe)
+    return file
 
 
 _DIRECTION = {"true": "egress", "false": "ingress"}
@@ -134,7 +205,7 @@ def _sysmon_network(fields: Fields, fragment: Fragment, code: int) -> None:
         put(
             fragment,
             ("network", "protocol"),
-            _first(fields, "DestinationPortName", "SourcePortName"),
+            first_text(fields.get, "DestinationPortName", "SourcePortName"),
         )
     for side, prefix in (("source", "Source"), ("destination", "Destination")):
         put(fragment, (side, "ip"), ip(fields.get(prefix + "Ip")))
@@ -153,62 +224,35 @@ def _sysmon_network(fields: Fields, fragment: Fragment, code: int) -> None:
         put(fragment, ("sysmon", "dns", "status"), SYSMON_DNS_STATUS.get(status, status))
 
 
-def dns_answers(results: str) -> tuple[list[dict[str, str]], list[str]]:
-    """Sysmon's ``QueryResults`` (``type:  5 host;::ffff:1.2.3.4;``) as answers and addresses."""
-    answers: list[dict[str, str]] = []
-    addresses: list[str] = []
-    for answer in results.split(";"):
-        answer = answer.strip()
-        if not answer:
-            continue
-        if answer.startswith("type:"):
-            parts = answer.split()
-            if len(parts) >= 2:
-                entry = {"type": DNS_TYPES.get(parts[1], parts[1])}
-                if len(parts) >= 3:
-                    entry["data"] = parts[2]
-                answers.append(entry)
-            continue
-        address = ip(answer)
-        if address is not None:
-            addresses.append(address)
-            answers.append({"type": "AAAA" if ":" in address else "A", "data": address})
-    return answers, addresses
-
-
-_HIVES = {
-    "HKEY_CLASSES_ROOT": "HKCR", "HKCR": "HKCR", "HKEY_CURRENT_CONFIG": "HKCC", "HKCC": "HKCC",
-    "HKEY_CURRENT_USER": "HKCU", "HKCU": "HKCU", "HKEY_DYN_DATA": "HKDD", "HKDD": "HKDD",
-    "HKEY_LOCAL_MACHINE": "HKLM", "HKLM": "HKLM", "HKEY_PERFORMANCE_DATA": "HKPD",
-    "HKPD": "HKPD", "HKEY_USERS": "HKU", "HKU": "HKU",
-}  # fmt: skip
-_NATIVE_HIVES = {"MACHINE": "HKLM", "USER": "HKU"}
 _DWORD = re.compile(r"DWORD \((0x[0-9A-Fa-f]{1,8})\)")
 _QWORD = re.compile(r"QWORD \((0x[0-9A-Fa-f]{1,8})-(0x[0-9A-Fa-f]{1,8})\)")
 
 
-def _sysmon_registry(fields: Fields, fragment: Fragment, code: int) -> None:
-    path = text(fields.get("TargetObject"))
+def _sysmon_registry(get: Callable[[str], Any], code: int) -> dict[str, Any]:
+    path = text(get("TargetObject"))
     if path is None:
-        return
-    put(fragment, ("registry", "path"), path)
+        return {}
+    registry: dict[str, Any] = {"path": path}
     parts = path.split("\\")
-    hive = _HIVES.get(parts[0].upper())
+    hive = REGISTRY_HIVES.get(parts[0].upper())
     if hive is None and path[:10].upper() == "\\REGISTRY\\":
         # The kernel's names: \REGISTRY\MACHINE\..., \REGISTRY\USER\...; \REGISTRY\A\{guid} is
         # an application's private hive, which has no abbreviation.
         parts = parts[2:]
-        hive = _NATIVE_HIVES.get(parts[0].upper()) if parts else None
+        hive = NATIVE_HIVES.get(parts[0].upper()) if parts else None
     # 13 (value set) and 12's DeleteValue name a value; CreateKey, DeleteKey, RenameKey a key.
-    if code == 13 or text(fields.get("EventType")) in ("SetValue", "DeleteValue"):
-        put(fragment, ("registry", "value"), parts[-1] if len(parts) > 1 else None)
+    if code == 13 or text(get("EventType")) in ("SetValue", "DeleteValue"):
+        if len(parts) > 1:
+            registry["value"] = parts[-1]
         parts = parts[:-1]
     if hive is not None:
-        put(fragment, ("registry", "hive"), hive)
-        put(fragment, ("registry", "key"), "\\".join(parts[1:]) or None)
-    details = text(fields.get("Details"))
+        registry["hive"] = hive
+        key = "\\".join(parts[1:])
+        if key:
+            registry["key"] = key
+    details = text(get("Details"))
     if details is None:
-        return
+        return registry
     if (found := _DWORD.fullmatch(details)) is not None:
         data = {"strings": [str(int(found.group(1), 16))], "type": "REG_DWORD"}
     elif (found := _QWORD.fullmatch(details)) is not None:
@@ -218,7 +262,8 @@ def _sysmon_registry(fields: Fields, fragment: Fragment, code: int) -> None:
         data = {"strings": [details], "type": "REG_BINARY"}
     else:
         data = {"strings": [details], "type": "REG_SZ"}
-    put(fragment, ("registry", "data"), data)
+    registry["data"] = data
+    return registry
 
 
 _PROCESS, _CONF = ("process",), ("configuration",)
@@ -260,78 +305,58 @@ SYSMON_EVENTS: dict[int, EventKind] = {
 
 # --- PowerShell (Windows PowerShell, and Microsoft-Windows-PowerShell/Operational) -------------
 
-_KEY_VALUE = re.compile(r"^[ \t]*([A-Za-z][A-Za-z ]{0,63}?)[ \t]*=[ \t]*(.*?)[ \t\r]*$", re.M)
-# Event data keys whose values go to ECS as they are (text) or as numbers.
-_PS_TEXT = (
-    ("HostID", ("process", "entity_id")), ("HostId", ("process", "entity_id")),
-    ("HostName", ("process", "title")),
-    ("HostVersion", ("powershell", "process", "executable_version")),
-    ("EngineVersion", ("powershell", "engine", "version")),
-    ("PipelineID", ("powershell", "pipeline_id")), ("PipelineId", ("powershell", "pipeline_id")),
-    ("RunspaceID", ("powershell", "runspace_id")), ("RunspaceId", ("powershell", "runspace_id")),
-    ("ShellID", ("powershell", "id")),
-    ("CommandLine", ("powershell", "command", "value")),
-    ("CommandPath", ("powershell", "command", "path")),
-    ("CommandName", ("powershell", "command", "name")),
-    ("CommandType", ("powershell", "command", "type")),
-    ("ScriptBlockId", ("powershell", "file", "script_block_id")),
-    ("ScriptBlockText", ("powershell", "file", "script_block_text")),
-    ("NewEngineState", ("powershell", "engine", "new_state")),
-    ("PreviousEngineState", ("powershell", "engine", "previous_state")),
-    ("NewProviderState", ("powershell", "provider", "new_state")),
-    ("ProviderName", ("powershell", "provider", "name")),
+# Event data keys whose values go to ECS as they are (text) or as numbers, by the ECS object
+# they go to; where two keys name one field (HostID, HostId), the later one wins.
+_PS_PROCESS = (("HostID", "entity_id"), ("HostId", "entity_id"), ("HostName", "title"))
+_PS_FIELDS = (
+    ("PipelineID", "pipeline_id"), ("PipelineId", "pipeline_id"), ("RunspaceID", "runspace_id"),
+    ("RunspaceId", "runspace_id"), ("ShellID", "id"),
 )  # fmt: skip
 _PS_NUMBERS = (
-    ("SequenceNumber", ("event", "sequence")),
-    ("MessageNumber", ("powershell", "sequence")), ("MessageTotal", ("powershell", "total")),
-    ("DetailSequence", ("powershell", "sequence")), ("DetailTotal", ("powershell", "total")),
+    ("MessageNumber", "sequence"), ("MessageTotal", "total"),
+    ("DetailSequence", "sequence"), ("DetailTotal", "total"),
 )  # fmt: skip
-_DETAIL = re.compile(r"([^:(\r\n]+)\((.+)\):\s*(.*)")
-_BINDING = re.compile(r"name=(.+?);\s*value=(.*)")
-_MAX_DETAILS = 1000
-
-
-def key_values(textual: str) -> dict[str, str]:
-    """``Key = value`` lines (PowerShell's ContextInfo, classic event details), keys unspaced."""
-    found: dict[str, str] = {}
-    for match in _KEY_VALUE.finditer(textual):
-        found.setdefault(match.group(1).replace(" ", ""), match.group(2))
-    return found
-
-
-def invocation_details(payload: str) -> list[dict[str, str]]:
-    """``CommandInvocation(X): ...`` and ``ParameterBinding(X): name=..; value=..`` lines."""
-    details: list[dict[str, str]] = []
-    for line in payload.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if len(details) >= _MAX_DETAILS:
-            break
-        match = _DETAIL.fullmatch(line)
-        if match is None:
-            details.append({"value": line})
-            continue
-        kind, command, value = match.groups()
-        entry = {"type": kind, "related_command": command, "value": value}
-        binding = _BINDING.fullmatch(value) if kind == "ParameterBinding" else None
-        if binding is not None:
-            entry["name"], entry["value"] = binding.groups()
-        details.append(entry)
-    return details
+_PS_OBJECTS = (  # powershell.<object>.<name>
+    ("process", (("HostVersion", "executable_version"),)),
+    ("engine", (("EngineVersion", "version"), ("NewEngineState", "new_state"),
+                ("PreviousEngineState", "previous_state"))),
+    ("command", (("CommandLine", "value"), ("CommandPath", "path"), ("CommandName", "name"),
+                 ("CommandType", "type"))),
+    ("file", (("ScriptBlockId", "script_block_id"), ("ScriptBlockText", "script_block_text"))),
+    ("provider", (("NewProviderState", "new_state"), ("ProviderName", "name"))),
+)  # fmt: skip
 
 
 def _powershell_fields(values: Fields, fragment: Fragment) -> None:
-    for key, path in _PS_TEXT:
-        put(fragment, path, text(values.get(key)))
-    for key, path in _PS_NUMBERS:
-        put(fragment, path, number(values.get(key)))
-    put_command_line(fragment, ("process",), text(values.get("HostApplication")))
-    script = _first(values, "ScriptName", "Path")
+    """The PowerShell fields: ``powershell``, ``process`` and ``file`` are built as dicts and
+    attached when they have a field, as this first mapper of the family is the first to set them.
+    """
+    get = values.get
+    powershell = texts(get, _PS_FIELDS)
+    for part, keys in _PS_OBJECTS:
+        found = texts(get, keys)
+        if found:
+            powershell[part] = found
+    for key, part in _PS_NUMBERS:
+        count = get(key)
+        if count is not None and (count := number(count)) is not None:
+            powershell[part] = count
+    if powershell:
+        fragment["powershell"] = powershell
+    put(fragment, ("event", "sequence"), number(get("SequenceNumber")))
+    process = texts(get, _PS_PROCESS)
+    command = get("HostApplication")
+    if command is not None and (command := text(command)) is not None:
+        set_command_line(process, command)
+    if process:
+        fragment["process"] = process
+    script = first_text(get, "ScriptName", "Path")
     if script is not None:
-        put_path(fragment, ("file",), script)
-    domain, name = split_user(values.get("User") or values.get("UserId"))
-    connected_domain, connected = split_user(values.get("ConnectedUser"))
+        file: dict[str, Any] = {}
+        set_path(file, script)
+        fragment["file"] = file
+    domain, name = split_user(get("User") or get("UserId"))
+    connected_domain, connected = split_user(get("ConnectedUser"))
     if connected is not None:
         # A remote session: the connected user acts on the local (destination) account.
         put(fragment, ("source", "user", "name"), connected)
@@ -358,9 +383,6 @@ def _powershell_operational(fields: Fields, fragment: Fragment, code: int) -> No
         )
 
 
-_DETAILS_HEADER = re.compile(r"\n\s*Details:\s*\n")
-
-
 def _powershell_classic(fields: Fields, fragment: Fragment, code: int) -> None:
     # The classic log has unnamed data (param1..3); a shipper that renders the event may give
     # only the message, which holds the same Key=Value lines.
@@ -371,8 +393,7 @@ def _powershell_classic(fields: Fields, fragment: Fragment, code: int) -> None:
     if code == 800:
         details = text(fields.get("param3"))
         if details is None and not params:
-            parts = _DETAILS_HEADER.split(source.replace("\r\n", "\n"))
-            details = parts[-1] if len(parts) > 1 else None
+            details = details_section(source)
         if details is not None:
             put(
                 fragment,
@@ -401,7 +422,7 @@ _DEFENDER_PATH = re.compile(r"(?:file|containerfile):_(.+)", re.I)
 
 def _defender(fields: Fields, fragment: Fragment, code: int) -> None:
     put(fragment, ("rule", "name"), text(fields.get("Threat Name")))
-    put(fragment, ("rule", "id"), _first(fields, "Threat ID", "ID"))
+    put(fragment, ("rule", "id"), first_text(fields.get, "Threat ID", "ID"))
     put(fragment, ("rule", "category"), text(fields.get("Category Name")))
     put(fragment, ("event", "severity"), number(fields.get("Severity ID")))
     path = text(fields.get("Path"))

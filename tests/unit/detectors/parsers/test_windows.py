@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.normalize import Normalizer
+from detectors.parsers import windows_values
 from detectors.parsers.base import Fragment, NotMine, ParseContext, is_ip
 from detectors.parsers.windows import WinlogEvtxParser, WinlogFlatParser
 from detectors.parsers.windows_families import family_for
 from detectors.parsers.windows_fields import split_command_line
+from detectors.parsers.windows_values import (
+    details_section,
+    invocation_details,
+    key_values,
+    read_time,
+)
 from socpipe.records import AgencyRef, CollectorRef, EcsEvent, RawRecord, SourceRef
 
 DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
@@ -825,6 +834,187 @@ def reference_split(command: str) -> list[str]:
 @given(st.text(alphabet=st.sampled_from(' \t"\\ab'), max_size=30))
 def test_split_command_line_agrees_with_the_reference(command: str) -> None:
     assert split_command_line(command) == reference_split(command)
+
+
+# --- fast paths: each agrees with the plain reading it stands in for ------------------------
+# The references are the readings the parsers had before: regexes over the whole text, and the
+# general timestamp regex.
+
+REFERENCE_KEY_VALUE = re.compile(
+    r"^[ \t]*([A-Za-z][A-Za-z ]{0,63}?)[ \t]*=[ \t]*(.*?)[ \t\r]*$", re.M
+)
+REFERENCE_DETAILS_HEADER = re.compile(r"\n\s*Details:\s*\n")
+REFERENCE_DETAIL = re.compile(r"([^:(\r\n]+)\((.+)\):\s*(.*)")
+REFERENCE_BINDING = re.compile(r"name=(.+?);\s*value=(.*)")
+REFERENCE_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\s*(Z|UTC|[+-]\d\d:?\d\d)?",
+    re.IGNORECASE,
+)
+
+
+def reference_key_values(textual: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for match in REFERENCE_KEY_VALUE.finditer(textual):
+        found.setdefault(match.group(1).replace(" ", ""), match.group(2))
+    return found
+
+
+def reference_details(message: str) -> list[dict[str, str]] | None:
+    """Invocation details of a rendered 800: the message split at its headers, then per line."""
+    parts = REFERENCE_DETAILS_HEADER.split(message.replace("\r\n", "\n"))
+    if len(parts) < 2:
+        return None
+    details: list[dict[str, str]] = []
+    for line in parts[-1].splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        match = REFERENCE_DETAIL.fullmatch(line)
+        if match is None:
+            details.append({"value": line})
+            continue
+        kind, command, value = match.groups()
+        entry = {"type": kind, "related_command": command, "value": value}
+        binding = REFERENCE_BINDING.fullmatch(value) if kind == "ParameterBinding" else None
+        if binding is not None:
+            entry["name"], entry["value"] = binding.groups()
+        details.append(entry)
+    return details
+
+
+def reference_time(value: Any, zone: str | None) -> tuple[datetime, str | None] | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    match = REFERENCE_TIME.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    assumed = None
+    try:
+        if offset is None:
+            tz: tzinfo = UTC if zone is None else ZoneInfo(zone)
+            assumed = zone
+        elif offset.upper() in ("Z", "UTC"):
+            tz = UTC
+        else:
+            sign = -1 if offset[0] == "-" else 1
+            digits = offset[1:].replace(":", "")
+            tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+        micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+        stamp = datetime(int(year), int(month), int(day), int(hour), int(minute),
+                         min(int(second), 59), micro, tzinfo=tz)  # fmt: skip
+        return stamp.astimezone(UTC), assumed
+    except (ValueError, OverflowError):
+        return None
+
+
+# Line breaks as re's ``$`` sees them (only \n) and as str.splitlines does (all of these).
+BREAKS = ["\n", "\r\n", "\r", "\r\r\n", "\x0b", "\x0c", "\x1c", "\x1e", "\x85", "\u2028", " \n"]
+KEY_VALUE_LINES = st.one_of(
+    st.builds(
+        lambda lead, key, before, after, value, trail: f"{lead}{key}{before}={after}{value}{trail}",
+        st.text(alphabet=" \t", max_size=3),
+        st.one_of(st.text(alphabet="aZ \t", max_size=8), st.text(alphabet="ab ", min_size=60,
+                                                                  max_size=70)),
+        st.text(alphabet=" \t\r", max_size=3),
+        st.text(alphabet=" \t\r", max_size=3),
+        st.text(alphabet="x= \t\r\x0bé", max_size=12),
+        st.text(alphabet=" \t\r", max_size=3),
+    ),
+    st.text(alphabet="aZ =\t\r\x0b\x1c\x85\u2028é(1", max_size=20),
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(KEY_VALUE_LINES, st.sampled_from(BREAKS)), max_size=8))
+def test_key_values_agrees_with_the_multiline_regex(lines: list[tuple[str, str]]) -> None:
+    textual = "".join(line + end for line, end in lines)
+    assert key_values(textual) == reference_key_values(textual)
+    assert key_values(textual.rstrip("\n")) == reference_key_values(textual.rstrip("\n"))
+
+
+DETAIL_LINES = st.one_of(
+    st.sampled_from([
+        "Details:", " \tDetails: ", "CommandInvocation(Out-Default): \"Out-Default\"",
+        "ParameterBinding(Start-Sleep): name=\"Seconds\"; value=\"5\"",
+        "ParameterBinding(x): name=a;b; \tvalue=c; value=d", "ParameterBinding(x): name=;value=",
+        "A(b): c): d", "a:b(c): d", "(x): y", "k(): v", "k(x)): v", "Key=Value", "",
+    ]),
+    st.text(alphabet="aD:() ;=\t\r\x1c\x85\u3000", max_size=16),
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(DETAIL_LINES, st.sampled_from(BREAKS)), max_size=10))
+def test_details_agree_with_splitting_the_normalized_message(
+    lines: list[tuple[str, str]],
+) -> None:
+    message = "".join(line + end for line, end in lines)
+    details = details_section(message)
+    found = invocation_details(details) if details is not None else None
+    assert found == reference_details(message)
+
+
+@st.composite
+def time_texts(draw: st.DrawFn) -> str:
+    """Times in the shapes NXLog, Sysmon and EVTX write, near misses, and impossible ones."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+    second = draw(st.sampled_from([f"{moment.second:02d}"] * 6 + ["60", "61", "99"]))
+    sep = draw(st.sampled_from(["T", " ", "T", " ", "t", "_"]))
+    digits = draw(st.text(alphabet="0123456789", min_size=1, max_size=10))
+    fraction = draw(st.sampled_from(["", "", f".{digits}", f".{digits}", f",{digits}", "."]))
+    zone = draw(st.sampled_from(["", "", "Z", "Z", "z", " Z", "UTC", " utc", "+07:00", "-0530",
+                                 "+99:99", "+24:00"]))  # fmt: skip
+    text = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}{sep}{moment.hour:02d}:"
+            f"{moment.minute:02d}:{second}{fraction}{zone}")  # fmt: skip
+    if draw(st.integers(0, 4)) == 0:  # a character swapped for a look-alike
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from(list("0１٣ -:T+Z."))) + text[at + 1 :]
+    return draw(st.sampled_from([text, text, f" {text} ", text + "\n"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(time_texts(), st.sampled_from([None, "Asia/Ho_Chi_Minh", "America/New_York",
+                                      "Australia/Lord_Howe", "UTC"]))  # fmt: skip
+def test_time_agrees_with_the_general_reading(value: str, zone: str | None) -> None:
+    found, expected = read_time(value, zone), reference_time(value, zone)
+    assert (found is None) == (expected is None), value
+    if found is not None and expected is not None:
+        assert found == expected and repr(found[0]) == repr(expected[0]), value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(" \t\\ab\u3000"), max_size=30))
+def test_split_command_line_without_quotes_agrees_with_the_reference(command: str) -> None:
+    assert split_command_line(command) == reference_split(command)
+
+
+def test_named_event_data_is_kept_as_it_is() -> None:
+    for data in ({"A": 1, "Data": "x", "B": None}, {"Data": 5}, {"A": [1], "B": {"c": 2}}):
+        event = evtx_event(1, "Microsoft-Windows-Sysmon", "X", data)
+        assert EVTX.parse(event, CONTEXT)["winlog"]["event_data"] == data
+
+
+def test_time_in_the_hour_a_zone_skips_or_repeats() -> None:
+    for value in ("2024-03-10 02:30:00", "2024-11-03 01:30:00", "2024-11-03T01:30:00.5"):
+        assert read_time(value, "America/New_York") == reference_time(value, "America/New_York")
+
+
+def test_sysmon_time_whether_or_not_the_zone_was_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UtcTime wins over EventTime; EventTime is read first only in a zone not seen yet."""
+    monkeypatch.setattr(windows_values, "_ZONES", {})
+    line = {"EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational",
+            "SourceName": "Microsoft-Windows-Sysmon", "EventTime": "2024-05-06 14:00:00",
+            "UtcTime": "2024-05-06 07:00:01.250"}  # fmt: skip
+    context = ParseContext(timezone="Asia/Ho_Chi_Minh")
+    first, again = FLAT.parse(line, context), FLAT.parse(line, context)
+    assert first == again
+    assert first["@timestamp"] == datetime(2024, 5, 6, 7, 0, 1, 250000, tzinfo=UTC)
+    assert "timezone" not in first["event"]
+    line["UtcTime"] = "not a time"
+    fragment = FLAT.parse(line, context)
+    assert fragment["@timestamp"] == datetime(2024, 5, 6, 7, 0, tzinfo=UTC)
+    assert fragment["event"]["timezone"] == "Asia/Ho_Chi_Minh"
 
 
 # --- property tests -------------------------------------------------------------------------
