@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, cast
 
 import ahocorasick
+import hyperscan
 import orjson
-import re2
 
 from detectors.sigma.compiler import KEYWORDS, CompiledRule, LiteralGroup, NumberGroup
 from detectors.sigma.fields import (
@@ -43,8 +43,6 @@ from detectors.sigma.values import as_number
 
 # A literal shorter than this is a poor anchor (it fires on almost every event).
 _MIN_USEFUL_LITERAL = 3
-# RE2's budget for one prefilter alternation (its default, 8 MiB, is short for thousands).
-_PREFILTER_MEMORY = 64 << 20
 _ORIGINAL: Final = field_getter("event.original")
 # Fields of the log-source guards the pipeline adds: every event of the source has those
 # literals, so they select nothing within a bucket and make poor anchors.
@@ -64,18 +62,19 @@ class EngineRule:
 class _Scanner:
     """The literals of one field's anchors: which fire in a text, and for which rules.
 
-    pyahocorasick finds every literal of a casefolded text in one pass, but costs about 7 ns a
-    character; on long texts (command lines, script blocks, a whole event for keywords) RE2's
-    DFA answers "is any literal here at all?" several times faster, and mostly the answer is no.
-    So a long text meets the RE2 alternation first and the automaton only when it hit. RE2's
-    ``(?i)`` is ASCII case folding: on an ASCII text, which is most, it spares the casefold;
-    other texts are casefolded first. RE2 falls back to its NFA when its DFA runs out of memory,
-    so the prefilter is exact either way.
+    Short texts (most field values) go through a pyahocorasick automaton of the casefolded
+    literals. Long texts (command lines, script blocks, a whole event for keywords) go through
+    Hyperscan, which finds every literal of a few kilobytes in about a microsecond where the
+    automaton takes 7 ns a character; its database is compiled on the first long text, so
+    scanners that never see one cost nothing. Hyperscan's caseless mode folds ASCII only: an
+    ASCII text (most) is scanned as it is, any other casefolded first, so that a literal in the
+    casefolded text is always found. A database Hyperscan refuses leaves the automaton alone,
+    which is as exact, only slower.
     """
 
-    __slots__ = ("_any", "_automaton")
+    __slots__ = ("_automaton", "_database", "_literals", "_rules")
 
-    # Below this length the automaton alone is cheaper than a second pass.
+    # From this length Hyperscan's call costs less than the automaton's pass.
     LONG_TEXT: Final = 256
 
     def __init__(self, by_literal: Mapping[str, list[int]]) -> None:
@@ -84,30 +83,45 @@ class _Scanner:
             automaton.add_word(literal, indexes)
         automaton.make_automaton()
         self._automaton = automaton
-        self._any: Any = None
-        options = re2.Options()
-        options.max_mem = _PREFILTER_MEMORY
-        pattern = "|".join(re2.escape(literal) for literal in sorted(by_literal))
-        try:
-            self._any = re2.compile(f"(?i)(?:{pattern})", options=options)
-        except re2.error:
-            self._any = None  # too big for RE2: the automaton alone is still exact
+        self._literals = list(by_literal)
+        self._rules = [by_literal[literal] for literal in self._literals]
+        self._database: hyperscan.Database | Literal[False] | None = None  # False: refused
 
     def fire(self, text: str, found: set[int]) -> None:
         """Add to ``found`` the rules of every literal in ``text`` (as the event has it)."""
-        if len(text) >= self.LONG_TEXT and self._any is not None:
-            if text.isascii():
-                if self._any.search(text) is None:
-                    return
-                text = text.lower()
-            else:
-                text = text.casefold()
-                if self._any.search(text) is None:
-                    return
-        else:
-            text = text.casefold()
-        for _end, indexes in self._automaton.iter(text):
+        if len(text) >= self.LONG_TEXT:
+            database = self._database if self._database is not None else self._compile()
+            if database is not False:
+                data = text.encode() if text.isascii() else text.casefold().encode()
+                hits: list[int] = []
+                database.scan(data, match_event_handler=_collect, context=hits)
+                for literal in hits:
+                    found.update(self._rules[literal])
+                return
+        for _end, indexes in self._automaton.iter(text.casefold()):
             found.update(indexes)
+
+    def _compile(self) -> hyperscan.Database | Literal[False]:
+        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+        try:
+            database.compile(
+                expressions=[literal.encode() for literal in self._literals],
+                ids=list(range(len(self._literals))),
+                elements=len(self._literals),
+                flags=[flags] * len(self._literals),
+                literal=True,
+            )
+        except hyperscan.error:
+            self._database = False
+            return False
+        self._database = database
+        return database
+
+
+def _collect(literal: int, _start: int, _end: int, _flags: int, hits: object) -> None:
+    """Hyperscan's match handler: note which literal was found (once each: SINGLEMATCH)."""
+    cast("list[int]", hits).append(literal)
 
 
 @dataclass
