@@ -9,9 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.normalize import Normalizer
-from detectors.sigma.engine import SigmaEngine
+from detectors.sigma.engine import SigmaEngine, _Scanner
 from detectors.sigma.fields import field_texts, keyword_texts
 from detectors.sigma.hunt import build_engine
 from socpipe.records import RawRecord, SourceRef, encode_document
@@ -247,3 +249,30 @@ def test_placeholders_are_filled_from_the_deployments_values(tmp_path: Path) -> 
 
     assert [r.title for r in filled.match(logon("qtv-pc02"))] == ["Logon from an admin workstation"]
     assert filled.match(logon("KETOAN-PC07")) == []
+
+
+LITERALS = ["invoke-mimikatz", "\\mimilib.dll", "sekurlsa::", "điều hành", "strasse", "ab"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.text(min_size=0, max_size=120),
+            st.sampled_from(
+                ["Invoke-MIMIKATZ", "\\MimiLib.DLL", "SEKURLSA::", "ĐIỀU HÀNH", "STRAßE", "AB"]
+            ),
+        ),
+        max_size=12,
+    ),
+    padding=st.integers(min_value=0, max_value=600),
+)
+def test_long_and_short_texts_fire_the_same_literals(parts: list[str], padding: int) -> None:
+    """Hyperscan (long texts) and the automaton (short ones) find the same literals as a plain
+    substring test of the casefolded text, whatever the case, script or length."""
+    scanner = _Scanner({literal: [index] for index, literal in enumerate(LITERALS)})
+    text = "".join(parts) + "x" * padding
+    expected = {index for index, literal in enumerate(LITERALS) if literal in text.casefold()}
+    found: set[int] = set()
+    scanner.fire(text, found)
+    assert found == expected
