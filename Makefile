@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint services-up services-down lock clean
+.PHONY: demo test lint native services-up services-down lock clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/.installed
+# The detector's hot modules compiled with mypyc (socpipe/native.py): built when missing or older
+# than their source, else nothing to do. Without a C compiler the Python source runs, slower.
+native: $(BIN)/.installed
+	$(BIN)/python -m socpipe.native ensure
+
+demo: native
 	$(BIN)/socpipe demo
 
-test: $(BIN)/.installed
+test: native
 	$(BIN)/socpipe services up
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

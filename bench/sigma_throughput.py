@@ -23,6 +23,7 @@ import orjson
 
 from detectors.normalize import Normalizer
 from detectors.sigma.hunt import build_engine
+from socpipe import native
 from socpipe.records import RawRecord, SourceRef
 from socpipe.samples import otrf_lines, shared_data_dir
 
@@ -58,6 +59,11 @@ def main() -> None:
         f"{engine.anchored_share:.1%} of rules have a literal anchor"
     )
     print(f"events: {len(lines)} OTRF JSON lines")
+    compiled = native.in_use()
+    print(
+        "detector hot modules: "
+        + ("compiled (mypyc)" if compiled else "Python source (make native compiles them)")
+    )
 
     start = time.perf_counter()
     for line in lines:
@@ -135,6 +141,7 @@ def main() -> None:
         json.dumps(
             {
                 "events": len(lines),
+                "compiled": compiled,
                 "rules_compiled": report.compiled,
                 "load_compile_s": round(load_s, 2),
                 "decode_per_s": round(decode_rate),

@@ -187,8 +187,8 @@ def compile_rule(rule: SigmaRule, *, logsource: SigmaLogSource | None = None) ->
             branches.append(_tree(tree))
     except ValueCompileError as error:
         raise fail(error.reason, error.message) from None
-    except SigmaError as error:
-        raise fail(FailureReason.INVALID_CONDITION, str(error)) from None
+    except SigmaError as problem:  # another name: compiled (mypyc), one name has one type
+        raise fail(FailureReason.INVALID_CONDITION, str(problem)) from None
     if not branches:
         raise fail(FailureReason.INVALID_CONDITION, "the rule has no condition")
     root = _simplify(branches[0] if len(branches) == 1 else _Or(branches))

@@ -294,7 +294,7 @@ def _text_matcher(patterns: Sequence[TextPattern]) -> Callable[[str], bool]:
     equals = frozenset(p.parts[0] for p in patterns if p.kind is PatternKind.EQUALS)
     prefixes = tuple(p.parts[0] for p in patterns if p.kind is PatternKind.PREFIX)
     suffixes = tuple(p.parts[0] for p in patterns if p.kind is PatternKind.SUFFIX)
-    needles = tuple(dict.fromkeys(p.parts[0] for p in patterns if p.kind is PatternKind.CONTAINS))
+    needles = tuple(dict.fromkeys([p.parts[0] for p in patterns if p.kind is PatternKind.CONTAINS]))
     globs = [_glob(p.parts) for p in patterns if p.kind is PatternKind.GLOB]
     regexes = [_search(p.regex) for p in patterns if p.kind is PatternKind.WILDCARD]
     checks: list[Callable[[str], bool]] = []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from detectors.sigma import ruletest
+from detectors.sigma.engine import SigmaEngine
 from detectors.sigma.logsource import LogsourceRouter
 from detectors.sigma.ruletest import RuleTestReport, find_tests_file, is_tests_file, run_tests
 
@@ -174,7 +176,11 @@ def test_every_bad_file_at_once() -> None:
 def test_the_engine_decides_so_routing_is_exercised(monkeypatch: pytest.MonkeyPatch) -> None:
     # A router that names no log source: every rule's condition still holds for its events,
     # but the engine never offers them, so each case expecting a match must fail.
-    monkeypatch.setattr(LogsourceRouter, "keys_for", lambda self, event: frozenset())
+    monkeypatch.setattr(
+        ruletest,
+        "engine_of",
+        lambda entries, pipeline=None: SigmaEngine(entries, LogsourceRouter([])),
+    )
     report = run_tests([SSHD])
     failed = [result for result in report.results if not result.passed]
     assert {result.name for result in failed} == {
