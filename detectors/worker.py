@@ -2,8 +2,10 @@
 
 Every readable raw record becomes an event, parsed or tagged ``unparsed``
 (``detectors.normalize``). Only a Kafka message that cannot be read as a RawBatch goes to
-soc.dlq, with the reason; the worker goes on. Until the Sigma engine lands, one check (failed SSH
-password) stands in for the rules.
+soc.dlq, with the reason; the worker goes on. The Sigma engine judges each event with the rule
+set in force: the one published on soc.rules (swapped in between batches as new ones are
+published, ``detectors.reload``), else ``detector.rules_paths``; with neither, the foundation's
+failed-SSH-password check stands in.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from detectors.checks import Check, FailedPasswordCheck
 from detectors.enrich import AgencyRegistry, AssetRegistry
 from detectors.metrics import DetectorMetrics
 from detectors.normalize import Normalizer
+from detectors.reload import RuleSetWatcher, rules_in, status_value
 from detectors.sigma.detection import SigmaDetector, ruleset_version
 from detectors.sigma.hunt import build_engine
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
-from socpipe.kafka import make_consumer, make_producer
+from socpipe.kafka import ensure_topics, make_consumer, make_producer
+from socpipe.localservices import default_home
 from socpipe.records import RawBatch, encode_document
 from socpipe.settings import DetectorSettings, Settings
 from socpipe.stream import StreamLoop
@@ -58,6 +62,7 @@ class RawRecordHandler:
         normalizer: Normalizer,
         metrics: DetectorMetrics | None = None,
         sigma: SigmaDetector | None = None,
+        rules: RuleSetWatcher | None = None,
     ) -> None:
         self.producer = producer
         self.dlq = dlq
@@ -67,9 +72,11 @@ class RawRecordHandler:
         self.normalizer = normalizer
         self.metrics = metrics or DetectorMetrics()
         self.sigma = sigma
+        self.rules = rules
 
     def __call__(self, messages: Sequence[Any]) -> list[Any]:
         futures: list[Any] = []
+        self._swap_rules()
         for message in messages:
             where = f"{message.topic}/{message.partition}@{message.offset}"
             try:
@@ -128,6 +135,21 @@ class RawRecordHandler:
                     )
         return futures
 
+    def _swap_rules(self) -> None:
+        """Take a newly published rule set, between batches: one set judges a whole batch."""
+        if self.rules is None:
+            return
+        published = self.rules.take()
+        if published is None:
+            return
+        log.info("now running rule set %s (was %s)", published.version, self._version())
+        self.sigma = published
+        self.checks = []
+        self.rules.running(published.version, "soc.rules", rules_in(published))
+
+    def _version(self) -> str:
+        return self.sigma.version if self.sigma is not None else "none"
+
 
 def run(settings: Settings, stop: threading.Event) -> None:
     """Run the detector stage until ``stop`` is set."""
@@ -137,27 +159,32 @@ def run(settings: Settings, stop: threading.Event) -> None:
     if settings.detector.metrics_port:
         metrics.serve(settings.detector.metrics_port)
         log.info("metrics at http://127.0.0.1:%d/metrics", settings.detector.metrics_port)
-    sigma = None
-    if settings.detector.rules_paths:
-        placeholders = settings.detector.placeholders
-        engine, report = build_engine(settings.detector.rules_paths, placeholders)
-        version = ruleset_version(settings.detector.rules_paths, placeholders)
-        log.info(
-            "Sigma rule set %s: %d rules compiled, %d not, %d load errors",
-            version,
-            report.compiled,
-            report.failed,
-            report.problems,
-        )
-        for message in report.messages:
-            log.warning("rule not loaded: %s", message)
-        sigma = SigmaDetector(engine, version)
+    ensure_topics(settings.kafka, ["rules", "heartbeats"])
+    producer = make_producer(settings.kafka)
+    detector_id = settings.detector.id
+
+    def publish_status(status: dict[str, Any]) -> None:
+        value = status_value(detector_id, status)
+        producer.send(topics.heartbeats, key=detector_id.encode(), value=value)
+
+    home = settings.local.home or default_home()
+    watcher = RuleSetWatcher(
+        settings.kafka, unpack_dir=home / "rulesets", publish_status=publish_status
+    )
+    # The set in force on soc.rules wins; the configured paths serve until one is published.
+    sigma = watcher.initial()
+    if sigma is not None:
+        watcher.running(sigma.version, "soc.rules", rules_in(sigma))
+    elif settings.detector.rules_paths:
+        sigma = configured_rules(settings)
+        watcher.running(sigma.version, "rules_paths", rules_in(sigma))
     else:
         log.warning(
-            "no detector.rules_paths: only the built-in SSH failure check runs "
-            "(rules/socpipe holds it as a Sigma rule, with others)"
+            "no rule set on %s and no detector.rules_paths: only the built-in SSH failure "
+            "check runs (rules/socpipe holds it as a Sigma rule, with others)",
+            topics.rules,
         )
-    producer = make_producer(settings.kafka)
+    watcher.start()
     consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
     handler = RawRecordHandler(
         producer,
@@ -169,6 +196,27 @@ def run(settings: Settings, stop: threading.Event) -> None:
         normalizer=normalizer,
         metrics=metrics,
         sigma=sigma,
+        rules=watcher,
     )
     log.info("detecting from %s", topics.raw)
-    StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)
+    try:
+        StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)
+    finally:
+        watcher.stop()
+
+
+def configured_rules(settings: Settings) -> SigmaDetector:
+    """The rules of ``detector.rules_paths``, loaded and compiled (what cannot be is logged)."""
+    placeholders = settings.detector.placeholders
+    engine, report = build_engine(settings.detector.rules_paths, placeholders)
+    version = ruleset_version(settings.detector.rules_paths, placeholders)
+    log.info(
+        "Sigma rule set %s: %d rules compiled, %d not, %d load errors",
+        version,
+        report.compiled,
+        report.failed,
+        report.problems,
+    )
+    for message in report.messages:
+        log.warning("rule not loaded: %s", message)
+    return SigmaDetector(engine, version)

@@ -34,7 +34,8 @@ config_app = typer.Typer(help="Check and show configuration.", no_args_is_help=T
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
 rules_app = typer.Typer(
-    help="Sigma rules: validate, test, import a SigmaHQ checkout.", no_args_is_help=True
+    help="Sigma rules: validate, test, import a SigmaHQ checkout, publish to the detectors.",
+    no_args_is_help=True,
 )
 app.add_typer(rules_app, name="rules")
 
@@ -311,6 +312,44 @@ def rules_import(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     for line in report.format_report(verbose=verbose):
+        print(line)
+
+
+@rules_app.command("publish")
+def rules_publish(
+    paths: Annotated[list[Path], typer.Argument(help="rule files or folders (filters too)")],
+    pipelines: Annotated[
+        Path | None, typer.Option(help="folder of YAML pipelines (default: rules/pipelines)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check the rules as a detector would, then make them the rule set in force (soc.rules):
+    every running detector swaps to them between batches."""
+    publishing = importlib.import_module("detectors.sigma.publish")
+    bundle = importlib.import_module("detectors.sigma.bundle")
+    try:
+        result = publishing.publish(paths, _settings(config), pipelines=pipelines)
+    except bundle.BundleError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    report = result.report
+    summary = (
+        f"rule set {result.bundle.version}: {len(result.bundle.manifest['files'])} files, "
+        f"{report.compiled} rules compiled, {report.failed} left out, {report.problems} errors"
+    )
+    if not result.published:
+        for message in result.errors:
+            print(message)
+        console.print(f"[red]not published:[/] {summary}")
+        raise typer.Exit(1)
+    console.print(f"published {summary} ({len(result.bundle.data):,} bytes)")
+
+
+@rules_app.command("status")
+def rules_status(config: ConfigOption = None) -> None:
+    """The rule set in force on soc.rules, and which version each detector runs."""
+    publishing = importlib.import_module("detectors.sigma.publish")
+    for line in publishing.format_status(publishing.status(_settings(config))):
         print(line)
 
 

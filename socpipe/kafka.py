@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from socpipe.settings import KafkaSettings
+from socpipe.settings import KafkaSettings, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,7 @@ def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -
                     name=topic,
                     num_partitions=spec.partitions,
                     replication_factor=spec.replication_factor,
-                    topic_configs={
-                        "retention.ms": str(spec.retention_ms),
-                        "cleanup.policy": spec.cleanup_policy,
-                    },
+                    topic_configs=_topic_configs(spec),
                 )
             )
         created: list[str] = []
@@ -114,6 +111,25 @@ def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -
             except TopicAlreadyExistsError:
                 # Another process created it between our listing and now.
                 pass
+        # A topic made before its spec asked for larger records gets them now (idempotent).
+        resized = [
+            ConfigResource(
+                ConfigResourceType.TOPIC,
+                wanted[name],
+                configs={"max.message.bytes": str(settings.topic_specs[name].max_message_bytes)},
+            )
+            for name in logical
+            if wanted[name] in existing and settings.topic_specs[name].max_message_bytes
+        ]
+        if resized:
+            admin.alter_configs(resized)
         return created
     finally:
         admin.close()
+
+
+def _topic_configs(spec: TopicSpec) -> dict[str, str]:
+    configs = {"retention.ms": str(spec.retention_ms), "cleanup.policy": spec.cleanup_policy}
+    if spec.max_message_bytes is not None:
+        configs["max.message.bytes"] = str(spec.max_message_bytes)
+    return configs

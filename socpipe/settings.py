@@ -57,6 +57,8 @@ class TopicSpec(_Section):
     replication_factor: int = Field(default=1, ge=1, le=10)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
     cleanup_policy: Literal["delete", "compact"] = "delete"
+    # Largest record the topic takes (Kafka's max.message.bytes); None: the broker's default.
+    max_message_bytes: int | None = Field(default=None, ge=1024)
 
 
 class Topics(_Section):
@@ -82,7 +84,10 @@ def _default_topic_specs() -> dict[str, TopicSpec]:
         "detections": TopicSpec(partitions=3),
         "dlq": TopicSpec(partitions=1, retention_ms=30 * 24 * 3600 * 1000),
         "correlate": TopicSpec(partitions=6),
-        "rules": TopicSpec(partitions=1, retention_ms=-1, cleanup_policy="compact"),
+        # One record, the rule-set bundle in force: a SigmaHQ checkout zips to about 3 MB.
+        "rules": TopicSpec(
+            partitions=1, retention_ms=-1, cleanup_policy="compact", max_message_bytes=40 << 20
+        ),
         "heartbeats": TopicSpec(partitions=1, retention_ms=3 * 24 * 3600 * 1000),
     }
 
@@ -186,6 +191,8 @@ class DetectorSettings(_Section):
     """The detector worker: consumer group, batch size, parsing and enrichment."""
 
     group_id: str = "socpipe-detectors"
+    # This detector's name in `socpipe rules status` (several share a group).
+    id: str = Field(default_factory=lambda: f"detector-{os.uname().nodename}-{os.getpid()}")
     # Kafka messages per poll; each message carries up to collector.batch_size records.
     batch_size: int = Field(default=50, ge=1)
     syslog_timezone: str = "Asia/Ho_Chi_Minh"

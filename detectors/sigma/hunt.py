@@ -40,15 +40,18 @@ class EngineReport:
 
 
 def build_engine(
-    paths: Iterable[Path], placeholders: Mapping[str, Sequence[str]] | None = None
+    paths: Iterable[Path],
+    placeholders: Mapping[str, Sequence[str]] | None = None,
+    pipelines: Path | None = None,
 ) -> tuple[SigmaEngine, EngineReport]:
     """Load (pySigma, pipelines), compile and index every rule under ``paths``.
 
-    ``placeholders`` fills ``%name%`` placeholders (see ``pipelines.placeholder_pipeline``).
-    Rules that cannot be loaded or compiled are counted and described in the report; the
-    others are in the engine.
+    ``placeholders`` fills ``%name%`` placeholders (see ``pipelines.placeholder_pipeline``);
+    ``pipelines`` is the folder of YAML pipelines (default ``rules/pipelines``). Rules that
+    cannot be loaded or compiled are counted and described in the report; the others are in
+    the engine.
     """
-    pipeline = resolve_pipelines(placeholders=placeholders)
+    pipeline = resolve_pipelines(pipelines, placeholders=placeholders)
     result = load_rules(list(paths), pipeline=pipeline)
     report = EngineReport(problems=len(result.errors), correlations=len(result.correlations))
     report.messages.extend(str(problem) for problem in result.errors)

@@ -258,9 +258,10 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     }
     with winlog.open("a", encoding="utf-8") as log:
         log.write(json.dumps(event, ensure_ascii=False) + "\n")
-    windows = wait_for_alerts(port, running, lambda a: a["entities"]["agency"] == "so-noi-vu")
+    certutil = "19b08b1c-861d-4e75-a1ef-ea0c1baf202b"  # SigmaHQ's rule of that name
+    windows = wait_for_alerts(port, running, lambda a: a["rule"]["id"] == certutil)
     assert windows["rule"]["title"] == "Suspicious Download Via Certutil.EXE"
-    assert windows["rule"]["id"] == "19b08b1c-861d-4e75-a1ef-ea0c1baf202b"
+    assert windows["entities"]["agency"] == "so-noi-vu"
     assert windows["entities"]["host"] == "snv-pc-12.snv.tinh.gov.vn"
     assert windows["entities"]["user"] == "lê.thị.hoa"
     assert "t1105" in [t.lower() for t in windows["rule"]["techniques"]]

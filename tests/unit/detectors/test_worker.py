@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
 from detectors.checks import FailedPasswordCheck
 from detectors.metrics import DetectorMetrics
 from detectors.normalize import Normalizer
+from detectors.sigma.detection import SigmaDetector
+from detectors.sigma.hunt import build_engine
 from detectors.worker import RawRecordHandler
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.records import DeadLetter, Detection, EcsEvent, RawBatch, RawRecord, SourceRef
@@ -93,3 +96,45 @@ def test_same_input_gives_same_ids() -> None:
     handler(first)([Message("soc.raw", 0, 1, None, batch)])
     handler(second)([Message("soc.raw", 0, 1, None, batch)])
     assert first.sent["detections"][0].value == second.sent["detections"][0].value
+
+
+class _PublishedSets:
+    """A stand-in for RuleSetWatcher: hands over a queued rule set, records what runs."""
+
+    def __init__(self) -> None:
+        self.queued: list[SigmaDetector] = []
+        self.running_versions: list[str] = []
+
+    def take(self) -> SigmaDetector | None:
+        return self.queued.pop(0) if self.queued else None
+
+    def running(self, version: str, source: str, rules: int) -> None:
+        self.running_versions.append(version)
+
+
+def test_a_published_rule_set_takes_over_between_batches() -> None:
+    rules = Path(__file__).resolve().parents[3] / "rules" / "socpipe"
+    engine, _ = build_engine([rules])
+    producer = InMemoryProducer()
+    published = _PublishedSets()
+    worker = RawRecordHandler(
+        producer,  # type: ignore[arg-type]
+        DeadLetterWriter(producer, "dlq", "detect"),  # type: ignore[arg-type]
+        events_topic="events",
+        detections_topic="detections",
+        checks=[FailedPasswordCheck()],
+        normalizer=Normalizer(),
+        rules=published,  # type: ignore[arg-type]
+    )
+    batch = RawBatch(records=[raw_record(0, LINES[0])])
+    worker([Message("soc.raw", 0, 1, b"k", batch.to_json())])
+    (first,) = [Detection.from_json(m.value) for m in producer.sent["detections"]]
+    assert first.detector.type == "check"  # nothing published yet: the foundation's check
+
+    published.queued.append(SigmaDetector(engine, "v2"))
+    worker([Message("soc.raw", 0, 2, b"k", batch.to_json())])
+    second = Detection.from_json(producer.sent["detections"][-1].value)
+    assert (second.detector.type, second.detector.version) == ("sigma", "v2")
+    assert second.rule.title == "SSH authentication failure"
+    assert published.running_versions == ["v2"]
+    assert len(producer.sent["detections"]) == 2  # one rule set per batch: not matched twice
