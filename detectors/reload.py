@@ -85,7 +85,7 @@ class RuleSetWatcher:
         latest = self._read_to_end(consumer, timeout_s)
         if latest is None:
             return None
-        return self._load(latest)
+        return self.load(latest)
 
     def start(self) -> None:
         """Follow ``soc.rules`` from here on, in a daemon thread."""
@@ -157,12 +157,16 @@ class RuleSetWatcher:
                     if record.value is not None:
                         latest = record.value
             if latest is not None:
-                detector = self._load(latest)
-                if detector is not None:
-                    with self._lock:
-                        self._pending = detector
+                self.offer(latest)
 
-    def _load(self, data: bytes) -> SigmaDetector | None:
+    def offer(self, data: bytes) -> None:
+        """Load a bundle and, when it loads, queue it for :meth:`take` (the thread's step)."""
+        detector = self.load(data)
+        if detector is not None:
+            with self._lock:
+                self._pending = detector
+
+    def load(self, data: bytes) -> SigmaDetector | None:
         """Unpack, load and compile a bundle; None (and a published rejection) if it fails."""
         started = time.monotonic()
         try:
