@@ -127,7 +127,7 @@ class DemoRun:
 
     def _install_rules(self, say: Callable[[str], object]) -> list[Path]:
         """socpipe's rules, and SigmaHQ's imported from the shared data when it is there."""
-        rules = [REPO_ROOT / "rules" / "socpipe"]
+        rules = [REPO_ROOT / "rules" / "socpipe", REPO_ROOT / "rules" / "filters"]
         corpus = shared_data_dir() / "sigma"
         if (corpus / "rules").is_dir():
             # By name, as the CLI imports stages: the spine does not depend on them.

@@ -150,6 +150,8 @@ class LoadResult:
     problems: list[Problem]
     unsupported: list[SigmaRule] = field(default_factory=list)
     files: int = 0
+    # Sigma filters (exceptions): already applied to the rules they name; kept for tools.
+    filters: list[SigmaFilter] = field(default_factory=list)
 
     @property
     def rules(self) -> list[SigmaRule]:
@@ -395,7 +397,38 @@ def _process(
             unsupported.append(rule)
             problems.append(_unsupported(processed.logsource, entry.path, document))
     ready = _correlations(correlations, loaded, unsupported, pipeline, problems)
-    return LoadResult(loaded, ready, problems, unsupported, files)
+    problems.extend(_idle_filters(filters, parsed))
+    return LoadResult(loaded, ready, problems, unsupported, files, filters)
+
+
+def filter_targets(sigma_filter: SigmaFilter) -> list[str] | None:
+    """The rule ids, names or titles a filter names; None when it applies to any rule."""
+    rules = sigma_filter.filter.rules
+    if isinstance(rules, str):
+        return None
+    return [str(reference.reference) for reference in rules]
+
+
+def _idle_filters(filters: list[SigmaFilter], parsed: list[_Parsed]) -> list[Problem]:
+    """A filter naming no rule of the set never applies: likely a mistyped id, so say so."""
+    names: set[str] = set()
+    for entry in parsed:
+        rule = entry.item
+        names.update(str(value) for value in (rule.id, rule.name, rule.title) if value)
+    idle = []
+    for sigma_filter in filters:
+        targets = filter_targets(sigma_filter)
+        if targets is not None and not names.intersection(targets):
+            where = sigma_filter.source.path if sigma_filter.source is not None else None
+            idle.append(
+                Problem(
+                    Path(str(where)) if where is not None else Path("<filter>"), None,
+                    f"filter applies to no rule of the set: it names {', '.join(targets)}",
+                    str(sigma_filter.id) if sigma_filter.id else None, sigma_filter.title,
+                    severity="warning", kind="reference",
+                )
+            )  # fmt: skip
+    return idle
 
 
 def _unsupported(logsource: SigmaLogSource, path: Path, document: _Document) -> Problem:

@@ -17,6 +17,7 @@ its tests file, ``<rule stem>.tests.yml`` (or ``.tests.yaml``) beside it::
         match: false
         event: {event: {dataset: system.auth}, process: {name: sshd}, message: "..."}
         rule: 1b2c...                              # only for files of several rules: id or title
+        agency: so-tttt                            # with raw only: the agency that ships it
 
 A case has exactly one of ``raw`` and ``event``. ``raw`` (a line, or a mapping for the JSON
 formats) becomes a raw record as a collector would ship it (fixed agency, collector, host
@@ -61,6 +62,7 @@ from detectors.sigma.loader import (
     LoadedRule,
     LoadResult,
     Problem,
+    filter_targets,
     is_tests_file,
     load_rules,
     read_documents,
@@ -73,7 +75,7 @@ from socpipe.settings import Tier
 
 SourceType = Literal["file", "syslog", "evtx", "http"]
 RECEIVED: Final = datetime(2025, 6, 1, tzinfo=UTC)
-_CASE_KEYS: Final = frozenset({"name", "match", "format", "raw", "event", "rule"})
+_CASE_KEYS: Final = frozenset({"name", "match", "format", "raw", "event", "rule", "agency"})
 # Fields every event has that say nothing about why a rule did or did not match.
 _NOISE: Final = frozenset(
     {"v", "@timestamp", "event.id", "event.kind", "event.original", "event.created", "log.offset"}
@@ -193,6 +195,7 @@ class _Case:
     event: dict[str, Any] | None
     format: str
     rule: str | None
+    agency: str = "ruletest"
 
 
 def run_tests(
@@ -229,7 +232,7 @@ def run_tests(
             )  # fmt: skip
             continue
         cases, tests_line = _read_cases(tests_path, formats, problems)
-        rules = by_file.get(rule_file, [])
+        rules = by_file.get(rule_file) or _filtered(rule_file, result, by_file)
         if not rules:
             if cases:
                 not_run += len(cases)
@@ -283,6 +286,25 @@ def _engine(
     for loaded, entry in compiled:
         by_file.setdefault(loaded.path, []).append(entry)
     return engine_of((entry for _, entry in compiled), pipeline), by_file
+
+
+def _filtered(
+    path: Path, result: LoadResult, by_file: dict[Path, list[EngineRule]]
+) -> list[EngineRule]:
+    """For a filter's file: the rules of this run it applies to (its cases test them, as the
+    filter left them)."""
+    for sigma_filter in result.filters:
+        source = sigma_filter.source.path if sigma_filter.source is not None else None
+        if source is None or Path(str(source)) != path:
+            continue
+        names = filter_targets(sigma_filter)
+        return [
+            entry
+            for entries in by_file.values()
+            for entry in entries
+            if names is None or entry.rule.id in names or entry.rule.title in names
+        ]
+    return []
 
 
 def failure_line(loaded: LoadedRule, reason: FailureReason) -> int | None:
@@ -365,7 +387,12 @@ def _read_cases(
             continue
         assert isinstance(name, str) and isinstance(expected, bool)
         raw, event = _plain(item.get("raw")), _plain(item.get("event"))
-        cases.append(_Case(name, line, expected, raw, event, str(fmt), rule))
+        agency = item.get("agency", "ruletest")
+        if not isinstance(agency, str) or not agency:
+            error(lines.get("agency", line), "'agency' is the id of the agency the raw record "
+                  "comes from")  # fmt: skip
+            continue
+        cases.append(_Case(name, line, expected, raw, event, str(fmt), rule, agency))
     return cases, tests_line
 
 
@@ -425,7 +452,7 @@ def _event(
     payload: dict[str, Any] = {"data" if isinstance(case.raw, dict) else "message": case.raw}
     raw = RawRecord(
         id=stable_id(path, case.line),
-        agency=AgencyRef(id="ruletest", tier=Tier.PROVINCE),
+        agency=AgencyRef(id=case.agency, tier=Tier.PROVINCE),
         collector=CollectorRef(id="socpipe-ruletest", version="1"),
         host="ruletest",
         source=source,

@@ -292,9 +292,24 @@ def test_a_raw_record_no_parser_knows_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_the_projects_own_rules_pass_their_tests() -> None:
-    """rules/socpipe/: every rule has a tests file, and every case passes (as CI checks)."""
-    folder = Path(__file__).resolve().parents[4] / "rules" / "socpipe"
-    report = run_tests([folder], require_tests=True)
+    """rules/socpipe/ and the filters of rules/filters/: every rule and filter has a tests
+    file, and every case passes (as CI checks)."""
+    rules = Path(__file__).resolve().parents[4] / "rules"
+    report = run_tests([rules / "socpipe", rules / "filters"], require_tests=True)
     assert report.rules >= 3
     assert report.cases >= 3 * report.rules
     assert report.exit_code == 0, "\n".join(report.format_report())
+
+
+def test_a_filter_naming_no_rule_of_the_set_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "typo.yml").write_text(
+        "title: A filter with a mistyped rule id\n"
+        "logsource: {product: linux, service: sshd}\n"
+        "filter:\n  rules: [00000000-0000-4000-8000-000000000000]\n"
+        "  selection: {source.ip: 10.0.0.1}\n  condition: not selection\n",
+        encoding="utf-8",
+    )
+    report = run_tests([SSHD.parent, tmp_path])
+    idle = [p for p in report.problems if "applies to no rule" in p.message]
+    assert len(idle) == 1 and idle[0].severity == "warning"
+    assert idle[0].path == tmp_path / "typo.yml"
