@@ -1,0 +1,716 @@
+"""Streaming Sigma correlations (Sigma v2 correlation rules), in event time, deterministic.
+
+:class:`CorrelationEngine` is built once from the correlations :func:`load_rules` resolved
+(``LoadResult.correlations``). Per event the caller gives the keys of the base rules it matched
+(:func:`rule_key`) and the event to :meth:`~CorrelationEngine.observe`; between batches, a
+watermark to :meth:`~CorrelationEngine.advance`. Both return the :class:`CorrelationHit` that
+fire. No wall clock is read: the same events in the same order give the same hits. The state
+survives a restart: :meth:`~CorrelationEngine.snapshot`, :meth:`~CorrelationEngine.restore`.
+
+Semantics (where the specification leaves them to the tool):
+
+- **Rules** are named by id or name (:func:`rule_key`: the id, else the name; ``observe`` takes
+  either). A correlation may reference a correlation (the specification's "many failures, then
+  a success"): each hit of the inner one is an event of the outer one, at the hit's window end,
+  its fields the inner hit's group.
+- **Time** is the event's ``@timestamp`` (an aware datetime; naive is UTC; ISO text is read) to
+  the microsecond. The clock is the latest time ``observe`` was given for some correlation, or
+  the latest watermark. An event older than clock − allowance is *late*: counted, not used.
+- **Group**: the tuple of the ``group-by`` fields' values, read by
+  :func:`~detectors.sigma.fields.field_getter` as rules read fields. An alias reads, per
+  referenced rule, the field it names for that rule (a rule it does not name reads the alias as
+  a field). A missing field groups under None. A multi-valued field (a list) groups as the whole
+  list: one group per event, not one per value. A mapping groups as its JSON text.
+- **Windows** are ``timespan`` long, ends included: events exactly ``timespan`` apart share one,
+  a microsecond more do not. A condition more events can only bring true (gt/gte on
+  event_count, value_count, temporal, temporal_ordered and value_sum; a boolean temporal
+  condition without ``not``) fires *as soon as* it holds on the sliding window ending at the
+  group's newest event. The others need the whole window: lt/lte/eq/neq, value_avg, median and
+  percentile (the average of a first event alone says little), boolean conditions with ``not``.
+  Their window is *anchored*: it opens at the group's first event, closes when ``advance`` moves
+  the clock past its end by the allowance or when an event of the group comes after its end,
+  and is decided then, on everything in it.
+- **Aggregates**: event_count counts matches; value_count distinct values of the condition's
+  field (each value of a list; a list of fields counts distinct combinations); temporal the
+  distinct referenced rules matched; temporal_ordered the longest prefix of the rules matched in
+  the listed order (each later, or at the same time and seen later); value_sum/avg/median/
+  percentile the field's numbers (numeric text counts; other values are ignored and counted as
+  ``no_value``), percentiles interpolated between ranks, the median as the 50th.
+- **Once per window**: after a hit its group starts afresh (the window's events are consumed),
+  so a storm fires once per threshold reached, not on every further event. An event whose id is
+  one of the group's last hit's is a replay (after a restore, say): dropped, counted.
+- **Out of order** events within the allowance are placed by time. One more than ``timespan``
+  older than its group's newest cannot share its window: late (only with an allowance above the
+  timespan). Which events a hit consumed can depend on arrival order; how many hits a burst
+  within one timespan gives does not.
+- **Hits** carry the correlation's id, title, level and tags, the group, the window (sliding:
+  its first and last event; anchored: the window opened), the value that satisfied the
+  condition, the ids of the last ``max_event_ids`` events behind it and their exact count
+  (value_count: the latest event of each value; temporal: of each rule), and the rules involved.
+  :attr:`CorrelationHit.id` derives from them, the same on a replay.
+- **generate**: :attr:`~CorrelationEngine.quiet_rules` are the keys of rules referenced only by
+  correlations with ``generate: false`` (the default): their own detections are not reported.
+  A quiet inner correlation feeds the outer one; its hits are not returned.
+- **Memory** is bounded per group (see :mod:`~detectors.sigma.correlation_state`); sliding
+  count thresholds must stay below ``max_values``; ``advance`` drops the groups no event to come
+  can join.
+
+Not supported, each a :class:`CorrelationError`: temporal_ordered with a boolean condition (no
+order of a boolean expression is defined); value_sum/avg/median/percentile of a list of fields.
+Ranges (``gt`` and ``lte`` in one condition) cannot be written: pySigma 1.5 takes one operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import uuid
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from sigma.correlations import (
+    CorrelationConditionAND,
+    CorrelationConditionItem,
+    CorrelationConditionNOT,
+    CorrelationConditionOR,
+    SigmaCorrelationConditionOperator,
+    SigmaCorrelationRule,
+    SigmaCorrelationType,
+    SigmaExtendedCorrelationCondition,
+    SigmaRuleReference,
+)
+from sigma.rule import SigmaRule
+
+from detectors.sigma.compiler import CompiledRule
+from detectors.sigma.correlation_state import (
+    STATES,
+    DistinctState,
+    Entry,
+    Kind,
+    Shape,
+    State,
+    freeze,
+    hashable,
+    micros,
+    plain,
+    to_datetime,
+)
+from detectors.sigma.engine import EngineRule
+from detectors.sigma.fields import MISSING, field_getter, iter_scalars
+from detectors.sigma.loader import LoadedRule, Problem, ProblemKind
+from detectors.sigma.values import as_number
+
+SNAPSHOT_FORMAT: Final = "socpipe.correlation/1"
+_NEVER: Final = -(1 << 62)
+_HIT_NAMESPACE: Final = uuid.UUID("6f1d8f4e-2b7a-4f0e-9d1c-5a3e8b7c9d20")
+_EVENT_ID: Final = field_getter("event.id")
+_Op = SigmaCorrelationConditionOperator
+_Type = SigmaCorrelationType
+_TESTS: Final[dict[_Op, Callable[[Any, Any], bool]]] = dict(
+    zip(
+        _Op,
+        (operator.lt, operator.le, operator.gt, operator.ge, operator.eq, operator.ne),
+        strict=True,
+    )
+)
+_KINDS: Final[dict[_Type, Kind]] = {
+    _Type.EVENT_COUNT: "count",
+    _Type.VALUE_COUNT: "distinct",
+    _Type.TEMPORAL: "distinct",
+    _Type.TEMPORAL_ORDERED: "ordered",
+    _Type.VALUE_SUM: "sum",
+    _Type.VALUE_AVG: "avg",
+    _Type.VALUE_MEDIAN: "percentile",
+    _Type.VALUE_PERCENTILE: "percentile",
+}
+_TEMPORAL: Final = (_Type.TEMPORAL, _Type.TEMPORAL_ORDERED)
+# Whose gt/gte more events only bring closer: decided on a sliding window as events come.
+_GROWING: Final = ("count", "distinct", "ordered", "sum")
+_MALFORMED: Final = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+_COUNTERS: Final = ("late", "untimed", "no_value", "duplicates", "hits", "dropped_state")
+Group = tuple[Hashable, ...]
+Expression = Callable[[frozenset[Hashable]], bool]
+
+
+class CorrelationError(Exception):
+    """A correlation the engine cannot run: which (file, line, id, title) and why."""
+
+    def __init__(
+        self, correlation: SigmaCorrelationRule, message: str, kind: ProblemKind = "rule"
+    ) -> None:
+        self.kind: ProblemKind = kind  # "reference": a rule it references is the trouble
+        source = correlation.source
+        self.path = Path(source.path) if source is not None and source.path else None
+        self.line = source.line if source is not None else None
+        self.rule_id = str(correlation.id) if correlation.id is not None else None
+        self.title = str(correlation.title or "")
+        self.message = message
+        where = f"{self.path or '<no file>'}" + (f":{self.line}" if self.line else "")
+        named = self.rule_id or correlation.name or "no id"
+        super().__init__(f"{where}: correlation {self.title!r} ({named}): {message}")
+
+    def problem(self) -> Problem:
+        """The error as the loader reports problems."""
+        path = self.path or Path("<no file>")
+        return Problem(path, self.line, self.message, self.rule_id, self.title, kind=self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationHit:
+    """A correlation that fired: which, for which group, over which window, on which events.
+
+    ``orjson.dumps(hit)`` gives its JSON (times as RFC 3339 text).
+    """
+
+    correlation_id: str | None
+    key: str  # the correlation's rule_key (its id, else its name; may be empty)
+    title: str
+    level: str | None
+    tags: tuple[str, ...]
+    type: str
+    group: dict[str, Any]  # group-by field (or alias) -> value
+    window_start: datetime
+    window_end: datetime
+    value: int | float  # the count, distinct count, chain length, sum... that satisfied it
+    event_ids: tuple[str, ...]  # of the last max_event_ids events, oldest first
+    event_count: int  # exact
+    rules: tuple[str, ...]  # keys of the referenced rules involved
+
+    @property
+    def id(self) -> str:
+        """A stable id: the same correlation, group and window give the same id (replays)."""
+        group = orjson.dumps(self.group, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        text = f"{self.key}|{self.title}|{group}|{self.window_start.isoformat()}|"
+        return str(uuid.uuid5(_HIT_NAMESPACE, text + self.window_end.isoformat()))
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationStats:
+    """For metrics: the state held, and cumulative counts of what the engine did not use."""
+
+    groups: int
+    entries: int
+    late: int
+    untimed: int
+    no_value: int
+    duplicates: int
+    hits: int
+    dropped_state: int  # correlations whose snapshot state was dropped (changed or malformed)
+
+
+def rule_key(rule: SigmaRule | SigmaCorrelationRule) -> str:
+    """How a rule is known to the engine: its id, else its name (empty if it has neither)."""
+    return str(rule.id) if rule.id is not None else str(rule.name or "")
+
+
+def keys_by_compiled(pairs: Iterable[tuple[LoadedRule, EngineRule]]) -> dict[CompiledRule, str]:
+    """Each compiled rule's key, from :func:`~detectors.sigma.hunt.compile_loaded`'s pairs (a
+    compiled rule keeps its id but not its name)."""
+    return {entry.rule: rule_key(loaded.rule) for loaded, entry in pairs}
+
+
+class _Correlation:
+    """One correlation compiled: how to read its events, window them and decide."""
+
+    def __init__(self, rule: SigmaCorrelationRule, max_ids: int, max_values: int) -> None:
+        def fail(message: str) -> CorrelationError:
+            return CorrelationError(rule, message)
+
+        self.rule, self.key, self.fail = rule, rule_key(rule), fail
+        kind = _KINDS.get(rule.type) if isinstance(rule.type, _Type) else None
+        if rule.errors or kind is None:
+            raise fail(str(rule.errors[0]) if rule.errors else f"type {rule.type!r} unsupported")
+        self.refs = list(rule.referenced_rules or rule.rules or [])
+        self.members: list[SigmaRule | SigmaCorrelationRule] = []
+        for ref in self.refs:
+            target = getattr(ref, "rule", None)
+            if not isinstance(target, SigmaRule | SigmaCorrelationRule):
+                message = f"rule {ref.reference!r} is not resolved (load it with load_rules)"
+                raise CorrelationError(rule, message, "reference")
+            self.members.append(target)
+        if not self.members:
+            raise fail("the correlation references no rules")
+        self.member_keys = tuple(rule_key(member) for member in self.members)
+        aliases = {alias.alias: alias.mapping for alias in rule.aliases}
+        self.group_names = tuple(rule.group_by or ())
+        self.group_paths = [self._paths(self.group_names, aliases, i) for i in self._indexes]
+        self.groupers = [tuple(map(field_getter, paths)) for paths in self.group_paths]
+        self.span = int(rule.timespan.seconds) * 1_000_000
+        self.expression: Expression | None = None
+        self.value_paths: list[tuple[str, ...]] = []
+        condition, rank = rule.condition, 50.0
+        if isinstance(condition, SigmaExtendedCorrelationCondition):
+            if rule.type is not _Type.TEMPORAL:
+                raise fail("temporal_ordered defines no order over a boolean condition")
+            self.expression, sliding = self._compile(condition.parsed)
+            self.test, self.threshold, self.describe = operator.ge, 0, condition.expression
+        else:
+            self.test, self.threshold = _TESTS[condition.op], int(condition.count)
+            self.describe = f"{condition.op.name} {condition.count}"
+            sliding = condition.op in (_Op.GT, _Op.GTE) and kind in _GROWING
+            if rule.type not in _TEMPORAL and rule.type is not _Type.EVENT_COUNT:
+                fields = condition.fieldref
+                names = (fields,) if isinstance(fields, str) else tuple(fields or ())
+                if not names or (kind != "distinct" and len(names) != 1):
+                    raise fail(f"{rule.type.name.lower()} aggregates one field, not {names!r}")
+                self.value_paths = [self._paths(names, aliases, i) for i in self._indexes]
+            if sliding and kind in ("count", "distinct") and self.threshold >= max_values:
+                raise fail(f"threshold {self.threshold} not below max_values ({max_values})")
+            if rule.type is _Type.VALUE_PERCENTILE:
+                if condition.percentile is None or not 0 <= condition.percentile <= 100:
+                    raise fail("value_percentile needs a percentile from 0 to 100")
+                rank = float(condition.percentile)
+        self.valuers = [tuple(map(field_getter, paths)) for paths in self.value_paths]
+        bounded = kind == "distinct" and not sliding and self.expression is None
+        cap = self.threshold + 1 if bounded else max_values  # past it, lt/lte/eq/neq are known
+        self.sliding, self.per_member = sliding, rule.type in _TEMPORAL
+        self.shape = Shape(kind, sliding, self.span, len(self.members), max_ids, cap, rank)
+        self.groups: dict[Group, State] = {}
+        self.dependents: list[tuple[int, int]] = []  # outer correlations: (index, member)
+        self.quiet, self.state_key = False, self.key
+        parts = [rule.type.name, self.describe, self.span, sliding, rank, self.group_names]
+        parts += [self.member_keys, self.group_paths, self.value_paths]
+        self.fingerprint = hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+    @property
+    def _indexes(self) -> range:
+        return range(len(self.members))
+
+    def _member(self, reference: str) -> int | None:
+        for index, (ref, member) in enumerate(zip(self.refs, self.members, strict=True)):
+            if reference in (ref.reference, member.name, str(member.id)):
+                return index
+        return None
+
+    def _paths(
+        self, names: Iterable[str], aliases: Mapping[str, Mapping[Any, str]], member: int
+    ) -> tuple[str, ...]:
+        """The fields ``names`` are for events of the member rule, aliases resolved."""
+        paths = []
+        for name in names:
+            path = name
+            for ref, field in aliases.get(name, {}).items():
+                index = self._member(ref.reference)
+                if index is None:
+                    raise self.fail(f"alias {name!r} names {ref.reference!r}, not referenced")
+                path = field if index == member else path
+            paths.append(path)
+        return tuple(paths)
+
+    def _compile(self, node: Any) -> tuple[Expression, bool]:
+        """A boolean condition as a test of the set of rules seen, and whether it is monotone."""
+        if isinstance(node, SigmaRuleReference):
+            index = self._member(node.reference)
+            if index is None:
+                raise self.fail(f"the condition names {node.reference!r}, not referenced")
+            return (lambda seen: index in seen), True
+        if not isinstance(node, CorrelationConditionItem):
+            raise self.fail(f"cannot read the condition's {type(node).__name__}")
+        parts = [self._compile(arg) for arg in node.args]
+        tests, monotone = [test for test, _ in parts], all(flag for _, flag in parts)
+        if isinstance(node, CorrelationConditionNOT):
+            return (lambda seen: not tests[0](seen)), False
+        if isinstance(node, CorrelationConditionAND):
+            return (lambda seen: all(test(seen) for test in tests)), monotone
+        if isinstance(node, CorrelationConditionOR):
+            return (lambda seen: any(test(seen) for test in tests)), monotone
+        raise self.fail(f"cannot read the condition's {type(node).__name__}")
+
+    def group_of(self, member: int, source: Mapping[str, Any]) -> Group:
+        """The group of an event the member rule matched."""
+        return tuple([hashable(getter(source)) for getter in self.groupers[member]])
+
+    def items_of(self, member: int, source: Mapping[str, Any]) -> list[Any]:
+        """value_count: the values (or combinations); else the finite numbers, of the field(s)."""
+        getters = self.valuers[member]
+        if len(getters) > 1:
+            combination = tuple(hashable(getter(source)) for getter in getters)
+            return [combination] if any(v is not None for v in combination) else []
+        value = getters[0](source)
+        if value is MISSING or value is None:
+            return []
+        values = iter_scalars(value) if type(value) is list or type(value) is tuple else (value,)
+        if self.shape.kind == "distinct":
+            return [hashable(item) for item in values if item is not None]
+        numbers = (as_number(item) for item in values)
+        return [number for number in numbers if number is not None and math.isfinite(number)]
+
+    def decide(self, state: State) -> int | float | None:
+        """The value when the condition holds on ``state``, else None."""
+        if self.expression is not None:
+            assert isinstance(state, DistinctState)
+            return state.value() if self.expression(state.keys()) else None
+        value = state.value()
+        return value if value is not None and self.test(value, self.threshold) else None
+
+    def hit(
+        self, group: Group, value: float, first: int, last: int, state: State, max_ids: int
+    ) -> CorrelationHit:
+        """The hit of ``state``'s window, from ``first`` to ``last`` (µs)."""
+        entries, ids = state.made_of(), dict[str, None]()
+        for entry in reversed(entries):
+            ids.update(dict.fromkeys(reversed(entry[3])))
+            if len(ids) >= max_ids:
+                break
+        rule = self.rule
+        return CorrelationHit(
+            str(rule.id) if rule.id is not None else None,
+            self.key,
+            str(rule.title or ""),
+            str(rule.level) if rule.level else None,
+            tuple(str(tag) for tag in rule.tags),
+            rule.type.name.lower(),
+            dict(zip(self.group_names, map(plain, group), strict=True)),
+            to_datetime(first),
+            to_datetime(last),
+            value,
+            tuple(reversed(list(ids)[:max_ids])),
+            state.weight(),
+            tuple(self.member_keys[m] for m in sorted({e[2] for e in entries})),
+        )
+
+
+class CorrelationEngine:
+    """Sigma correlations over a stream of events (the module docstring has the semantics).
+
+    ``allowance_s``: how late (in event time) an event may come and still be used.
+    ``max_event_ids``: event ids a hit carries (entries kept per anchored window alike).
+    ``max_values``: records a sliding window or numbers a percentile sample may hold.
+    ``problems``: when given, a correlation that cannot run is reported there (as the loader
+    reports problems) and left out; else the first raises :class:`CorrelationError`.
+    """
+
+    def __init__(
+        self,
+        correlations: Iterable[SigmaCorrelationRule],
+        *,
+        allowance_s: float = 60.0,
+        max_event_ids: int = 100,
+        max_values: int = 100_000,
+        problems: list[Problem] | None = None,
+    ) -> None:
+        if allowance_s < 0 or max_event_ids < 1 or max_values < 1:
+            raise ValueError("allowance_s must be >= 0, max_event_ids and max_values >= 1")
+        self._allowance, self._max_ids = round(allowance_s * 1_000_000), max_event_ids
+        self._specs = _compile_all(list(correlations), max_event_ids, max_values, problems)
+        self._by_key: dict[str, list[tuple[int, int]]] = {}
+        generates: dict[str, list[bool]] = {}
+        for index, spec in enumerate(self._specs):
+            for member, (target, key) in enumerate(
+                zip(spec.members, spec.member_keys, strict=True)
+            ):
+                generates.setdefault(key, []).append(spec.rule.generate)
+                if isinstance(target, SigmaRule):
+                    for name in {key, str(target.id) if target.id else key, target.name or key}:
+                        self._by_key.setdefault(name, []).append((index, member))
+        self.quiet_rules = frozenset(k for k, gen in generates.items() if k and not any(gen))
+        """Keys (ids, else names) of the rules whose own detections are not to be reported."""
+        for spec in self._specs:
+            spec.quiet = spec.key in self.quiet_rules
+        self._now, self._seq = _NEVER, 0
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+
+    @classmethod
+    def restore(
+        cls,
+        correlations: Iterable[SigmaCorrelationRule],
+        snapshot: Mapping[str, Any],
+        **options: Any,
+    ) -> CorrelationEngine:
+        """An engine of ``correlations`` (``options`` as the constructor's) with ``snapshot``'s
+        state. The state of a correlation that is gone, changed (type, condition, timespan,
+        group-by, fields, rules) or malformed in the snapshot is dropped; nothing raises."""
+        engine = cls(correlations, **options)
+        engine.load(snapshot)
+        return engine
+
+    @property
+    def correlations(self) -> list[SigmaCorrelationRule]:
+        """The correlations the engine runs, in order."""
+        return [spec.rule for spec in self._specs]
+
+    @property
+    def stats(self) -> CorrelationStats:
+        """Groups and entries held, and the cumulative counters."""
+        groups = sum(len(spec.groups) for spec in self._specs)
+        return CorrelationStats(groups, self.state_size, **self._counts)
+
+    @property
+    def state_size(self) -> int:
+        """Records, values, entries and numbers held over every group (~ memory)."""
+        return sum(state.size() for spec in self._specs for state in spec.groups.values())
+
+    def observe(
+        self, rule_keys: Collection[str], document: Mapping[str, Any]
+    ) -> list[CorrelationHit]:
+        """Feed one event, given the keys of the base rules it matched; the hits that fire now."""
+        touched: dict[int, list[int]] = {}
+        for key in rule_keys:
+            for index, member in self._by_key.get(key, ()):
+                members = touched.setdefault(index, [])
+                if member not in members:
+                    members.append(member)
+        if not touched:
+            return []
+        time = micros(document.get("@timestamp"))
+        if time is None or time < self._now - self._allowance:
+            self._counts["untimed" if time is None else "late"] += 1
+            return []
+        self._now = max(self._now, time)
+        event_id = _EVENT_ID(document)
+        ids = () if event_id is MISSING or event_id is None else (str(event_id),)
+        event, hits = (time, self._seq, 0, ids, 1), list[CorrelationHit]()
+        self._seq += 1
+        for index in sorted(touched):
+            self._feed(self._specs[index], touched[index], event, document, hits)
+        return hits
+
+    def advance(self, watermark: datetime) -> list[CorrelationHit]:
+        """Move the clock to ``watermark`` (event time); close the anchored windows it ends
+        (their hits are returned) and drop the groups no event to come can join."""
+        time = micros(watermark)
+        if time is None:
+            raise TypeError(f"a watermark is a datetime, not {type(watermark).__name__}")
+        self._now = max(self._now, time)
+        limit, hits = self._now - self._allowance, list[CorrelationHit]()
+        for spec in self._specs:
+            for group, state in list(spec.groups.items()):
+                if spec.sliding:
+                    state.evict(limit - spec.span)
+                    if state.newest < limit - spec.span:
+                        del spec.groups[group]
+                    continue
+                if state.start is not None and state.start + spec.span < limit:
+                    self._close(spec, group, state, hits)
+                if state.start is None and state.newest < limit:
+                    del spec.groups[group]
+        return hits
+
+    def _feed(
+        self, spec: _Correlation, members: Sequence[int], event: Entry, source: Mapping[str, Any],
+        hits: list[CorrelationHit],
+    ) -> None:  # fmt: skip
+        """Add an event (or an inner hit) the member rules matched to its group(s); ``event`` is
+        its entry but for the member."""
+        time, seq, _, ids, weight = event
+        if spec.per_member:  # temporal: each rule matched is a value
+            for member in members:
+                group = spec.group_of(member, source)
+                self._add(spec, group, (time, seq, member, ids, weight), member, hits)
+            return
+        done: set[Group] = set()
+        for member in members:
+            group = spec.group_of(member, source)
+            if group in done:
+                continue  # matched by two of its rules: still one event
+            done.add(group)
+            entry = (time, seq, member, ids, weight)
+            if spec.shape.kind == "count":
+                self._add(spec, group, entry, None, hits)
+                continue
+            items = spec.items_of(member, source)
+            self._counts["no_value"] += not items
+            for number, item in enumerate(items):
+                if number == 1 and spec.shape.kind != "distinct":
+                    entry = (time, seq, member, (), 0)  # one event: its ids and weight once
+                self._add(spec, group, entry, item, hits)
+
+    def _add(
+        self, spec: _Correlation, group: Group, entry: Entry, item: Any, hits: list[CorrelationHit]
+    ) -> None:
+        state = spec.groups.get(group)
+        if state is None:
+            state = spec.groups[group] = STATES[spec.shape.kind](spec.shape)
+        elif state.fired and entry[3] and entry[3][0] in state.fired:
+            self._counts["duplicates"] += 1
+            return
+        time, span = entry[0], spec.span
+        if spec.sliding:
+            if time < state.newest - span:
+                self._counts["late"] += 1
+                return
+            state.newest = max(state.newest, time)
+            state.evict(state.newest - span)
+            state.add(entry, item)
+            value = spec.decide(state)
+            if value is not None:
+                self._fire(spec, group, state, value, *state.bounds(), hits)
+                state.clear()
+            return
+        if state.start is not None and time > state.start + span:
+            self._close(spec, group, state, hits)
+        elif state.start is not None and time < state.start:
+            if state.newest - time > span:
+                self._counts["late"] += 1
+                return
+            state.start = time
+        if state.start is None:
+            state.start = time
+        state.newest = max(state.newest, time)
+        state.add(entry, item)
+
+    def _close(
+        self, spec: _Correlation, group: Group, state: State, hits: list[CorrelationHit]
+    ) -> None:
+        """Decide an anchored window on everything in it, and clear it."""
+        assert state.start is not None
+        value = spec.decide(state)
+        if value is not None:
+            self._fire(spec, group, state, value, state.start, state.start + spec.span, hits)
+        state.clear()
+        state.start = None
+
+    def _fire(
+        self,
+        spec: _Correlation,
+        group: Group,
+        state: State,
+        value: float,
+        first: int,
+        last: int,
+        hits: list[CorrelationHit],
+    ) -> None:
+        hit = spec.hit(group, value, first, last, state, self._max_ids)
+        state.fired = frozenset(hit.event_ids)
+        self._counts["hits"] += 1
+        if not spec.quiet:
+            hits.append(hit)
+        for index, member in spec.dependents:  # chained: the hit is an event of the outer one
+            event = (last, self._seq, member, hit.event_ids, hit.event_count)
+            self._seq += 1
+            self._feed(self._specs[index], (member,), event, hit.group, hits)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (times as epoch microseconds)."""
+        correlations = {
+            spec.state_key: {
+                "fingerprint": spec.fingerprint,
+                "groups": [[plain(group), state.dump()] for group, state in spec.groups.items()],
+            }
+            for spec in self._specs
+        }
+        now = self._now if self._now != _NEVER else None
+        counts = {name: count for name, count in self._counts.items() if name != "dropped_state"}
+        return {"format": SNAPSHOT_FORMAT, "now": now, "seq": self._seq, "counters": counts} | {
+            "correlations": correlations
+        }
+
+    def load(self, snapshot: Mapping[str, Any]) -> int:
+        """Take ``snapshot``'s state in (as :meth:`restore`); how many correlations' state."""
+        if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
+            self._counts["dropped_state"] += len(self._specs)
+            return 0
+        try:
+            self._now = max(self._now, int(snapshot.get("now") or _NEVER))
+            self._seq = max(self._seq, int(snapshot.get("seq") or 0))
+            for name, count in dict(snapshot.get("counters") or {}).items():
+                if name in self._counts and name != "dropped_state":
+                    self._counts[name] = int(count)
+        except _MALFORMED:
+            pass  # the clock and the counters help; the windows are what matters
+        saved = snapshot.get("correlations")
+        saved = saved if isinstance(saved, Mapping) else {}
+        mine = {spec.state_key for spec in self._specs}
+        self._counts["dropped_state"] += sum(1 for key in saved if key not in mine)
+        loaded = 0
+        for spec in self._specs:
+            if spec.state_key in saved:
+                groups = _groups_of(spec, saved[spec.state_key])
+                self._counts["dropped_state"] += groups is None
+                spec.groups, loaded = groups or {}, loaded + (groups is not None)
+        return loaded
+
+
+def build_correlations(
+    correlations: Iterable[SigmaCorrelationRule], **options: Any
+) -> tuple[CorrelationEngine, list[Problem]]:
+    """An engine of every correlation that can run, and a problem for each that cannot."""
+    problems: list[Problem] = []
+    return CorrelationEngine(correlations, problems=problems, **options), problems
+
+
+def _compile_all(
+    rules: list[SigmaCorrelationRule], max_ids: int, max_values: int, problems: list[Problem] | None
+) -> list[_Correlation]:
+    """Compile each correlation and link chained ones; leave out (or raise for) what cannot run,
+    which includes a correlation whose inner one is missing, cannot run, or refers back."""
+    specs: dict[int, _Correlation] = {}
+    errors: dict[int, CorrelationError] = {}
+    for index, rule in enumerate(rules):
+        try:
+            specs[index] = _Correlation(rule, max_ids, max_values)
+        except CorrelationError as error:
+            errors[index] = error
+    position = {id(rule): index for index, rule in enumerate(rules)}
+    inner = {  # outer index -> [(inner index or -1 if not given, member)]
+        index: [
+            (position.get(id(t), -1), m)
+            for m, t in enumerate(spec.members)
+            if isinstance(t, SigmaCorrelationRule)
+        ]
+        for index, spec in specs.items()
+    }
+    ready = {index for index, links in inner.items() if not links}
+    while True:  # runnable: its inner correlations are (a cycle never gets there)
+        more = {
+            i for i, links in inner.items() if i not in ready and all(t in ready for t, _ in links)
+        }
+        if not more:
+            break
+        ready |= more
+    for index in sorted(set(specs) - ready):
+        names = ", ".join(repr(specs[index].members[m].title) for _, m in inner[index])
+        message = f"references correlations not given, that cannot run or refer back: {names}"
+        errors[index] = CorrelationError(rules[index], message, "reference")
+    if errors and problems is None:
+        raise errors[min(errors)]
+    if problems is not None:
+        problems.extend(errors[index].problem() for index in sorted(errors))
+    order = sorted(ready)
+    renumber = {old: new for new, old in enumerate(order)}
+    for index in order:
+        for target, member in inner[index]:
+            specs[target].dependents.append((renumber[index], member))
+    seen: dict[str, int] = {}
+    for index in order:  # snapshot keys must be unique: unnamed ones go by title and rank
+        spec = specs[index]
+        base = spec.key or f"title:{spec.rule.title}"
+        seen[base] = seen.get(base, 0) + 1
+        spec.state_key = base if seen[base] == 1 else f"{base}#{seen[base]}"
+    return [specs[index] for index in order]
+
+
+def _groups_of(spec: _Correlation, data: Any) -> dict[Group, State] | None:
+    """A correlation's groups from its snapshot data; None when changed or malformed."""
+    try:
+        if data["fingerprint"] != spec.fingerprint:
+            return None
+        groups: dict[Group, State] = {}
+        for group_data, state_data in data["groups"]:
+            group = freeze(group_data)
+            if not isinstance(group, tuple) or len(group) != len(spec.group_names):
+                return None
+            state = groups[group] = STATES[spec.shape.kind](spec.shape)
+            state.restore(state_data)
+            if any(entry[2] >= spec.shape.members for entry in state.made_of()):
+                return None
+        return groups
+    except _MALFORMED:
+        return None
+
+
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "CorrelationEngine",
+    "CorrelationError",
+    "CorrelationHit",
+    "CorrelationStats",
+    "build_correlations",
+    "keys_by_compiled",
+    "rule_key",
+]
