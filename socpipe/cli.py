@@ -222,25 +222,28 @@ def hunt(
         console.print(f"[red]error:[/] --output must be json or table, not {output!r}")
         raise typer.Exit(2)
     placeholders = _settings(config).detector.placeholders
-    engine, report = hunting.build_engine(rules, placeholders)
+    hunter = hunting.build_hunter(rules, placeholders)
+    report = hunter.report
     console.print(
         f"{report.compiled} rules compiled, {report.failed} not, {report.problems} load errors"
+        f", {report.correlations} correlations"
     )
     for message in report.messages[:20]:
         console.print(f"  [yellow]{message}[/]", highlight=False)
     counts: dict[tuple[str, str | None], int] = {}
     total = matched = 0
     with Progress(console=console, transient=True) as progress:
-        for path in events:
-            task = progress.add_task(f"{path.name}", total=None)
-            for seen, hits in hunting.hunt(engine, hunting.raw_records_of(path)):
-                total += seen
-                progress.advance(task, seen)
-                for hit in hits:
-                    matched += 1
-                    counts[(hit.title, hit.level)] = counts.get((hit.title, hit.level), 0) + 1
-                    if output == "json":
-                        sys.stdout.buffer.write(hit.to_json() + b"\n")
+        task = progress.add_task(", ".join(path.name for path in events), total=None)
+        # One stream of every file: correlations span files, as a machine's logs do.
+        records = (record for path in events for record in hunting.raw_records_of(path))
+        for seen, hits in hunting.hunt(hunter, records):
+            total += seen
+            progress.advance(task, seen)
+            for hit in hits:
+                matched += 1
+                counts[(hit.title, hit.level)] = counts.get((hit.title, hit.level), 0) + 1
+                if output == "json":
+                    sys.stdout.buffer.write(hit.to_json() + b"\n")
     if output == "table":
         table = Table("rule", "level", "matches")
         for (title, level), count in sorted(counts.items(), key=lambda item: -item[1]):
