@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from detectors.sigma.bundle import BundleError, prune, refusals, unpack
 from detectors.sigma.detection import SigmaDetector
-from detectors.sigma.hunt import build_engine
+from detectors.sigma.hunt import build_hunter
 from socpipe.kafka import client_options
 from socpipe.records import utcnow
 from socpipe.settings import KafkaSettings
@@ -177,10 +177,11 @@ class RuleSetWatcher:
         if unpacked.version == self.state.version:
             return None  # the set already running (a restart of the watcher re-reads it)
         try:
-            engine, report = build_engine(unpacked.rules, unpacked.placeholders, unpacked.pipelines)
+            hunter = build_hunter(unpacked.rules, unpacked.placeholders, unpacked.pipelines)
         except Exception as error:  # a pipeline file that does not load, among others
             self._reject(unpacked.version, [f"{type(error).__name__}: {error}"])
             return None
+        report = hunter.report
         problems = refusals(report)
         if problems:
             self._reject(unpacked.version, problems)
@@ -193,7 +194,7 @@ class RuleSetWatcher:
             report.compiled,
             report.failed,
         )
-        return SigmaDetector(engine, unpacked.version)
+        return SigmaDetector(hunter.engine, unpacked.version, hunter.correlations, hunter.keys)
 
     def _reject(self, version: str, errors: list[str]) -> None:
         log.error(

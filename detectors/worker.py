@@ -23,7 +23,7 @@ from detectors.metrics import DetectorMetrics
 from detectors.normalize import Normalizer
 from detectors.reload import RuleSetWatcher, rules_in, status_value
 from detectors.sigma.detection import SigmaDetector, ruleset_version
-from detectors.sigma.hunt import build_engine
+from detectors.sigma.hunt import build_hunter
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
 from socpipe.kafka import ensure_topics, make_consumer, make_producer
@@ -59,6 +59,7 @@ class RawRecordHandler:
         events_topic: str,
         detections_topic: str,
         checks: Sequence[Check],
+        correlate_topic: str = "soc.correlate",
         normalizer: Normalizer,
         metrics: DetectorMetrics | None = None,
         sigma: SigmaDetector | None = None,
@@ -68,6 +69,7 @@ class RawRecordHandler:
         self.dlq = dlq
         self.events_topic = events_topic
         self.detections_topic = detections_topic
+        self.correlate_topic = correlate_topic
         self.checks = list(checks)
         self.normalizer = normalizer
         self.metrics = metrics or DetectorMetrics()
@@ -122,6 +124,11 @@ class RawRecordHandler:
                         detections.extend(self.sigma.evaluate(event, document))
                     except RecordError as exc:
                         log.warning("%s: Sigma skipped record %s: %s", where, raw.id, exc)
+                    # Re-keyed by correlation and group: one correlator owns each state.
+                    for key, value in self.sigma.candidates(document):
+                        futures.append(
+                            self.producer.send(self.correlate_topic, key=key, value=value)
+                        )
                 for detection in detections:
                     self.metrics.detections.labels(
                         agency=raw.agency.id, rule=detection.rule.id
@@ -191,6 +198,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
         DeadLetterWriter(producer, topics.dlq, "detect"),
         events_topic=topics.events,
         detections_topic=topics.detections,
+        correlate_topic=topics.correlate,
         # The Sigma engine takes the foundation's check's place; rules/socpipe has it as a rule.
         checks=[] if sigma is not None else [FailedPasswordCheck()],
         normalizer=normalizer,
@@ -208,7 +216,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
 def configured_rules(settings: Settings) -> SigmaDetector:
     """The rules of ``detector.rules_paths``, loaded and compiled (what cannot be is logged)."""
     placeholders = settings.detector.placeholders
-    engine, report = build_engine(settings.detector.rules_paths, placeholders)
+    hunter = build_hunter(settings.detector.rules_paths, placeholders)
+    report = hunter.report
     version = ruleset_version(settings.detector.rules_paths, placeholders)
     log.info(
         "Sigma rule set %s: %d rules compiled, %d not, %d load errors",
@@ -219,4 +228,4 @@ def configured_rules(settings: Settings) -> SigmaDetector:
     )
     for message in report.messages:
         log.warning("rule not loaded: %s", message)
-    return SigmaDetector(engine, version)
+    return SigmaDetector(hunter.engine, version, hunter.correlations, hunter.keys)

@@ -362,6 +362,12 @@ def detect(config: ConfigOption = None) -> None:
     _run_stage("detectors.worker", _settings(config))
 
 
+@app.command("correlate")
+def correlate(config: ConfigOption = None) -> None:
+    """Consume soc.correlate; produce correlation detections (Sigma correlation rules)."""
+    _run_stage("detectors.correlator", _settings(config))
+
+
 @app.command("alert")
 def alert(config: ConfigOption = None) -> None:
     """Consume soc.detections; fold them into alerts in Elasticsearch."""

@@ -380,7 +380,7 @@ class DeadLetter(Record):
 
     v: int = 1
     id: str
-    stage: Literal["collect", "detect", "alert", "index"]
+    stage: Literal["collect", "detect", "correlate", "alert", "index"]
     reason: str
     at: AwareDatetime
     topic: str | None = None

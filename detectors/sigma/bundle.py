@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import orjson
 
-from detectors.sigma.hunt import EngineReport, build_engine
+from detectors.sigma.hunt import EngineReport, build_hunter
 from detectors.sigma.loader import RULE_SUFFIXES
 from detectors.sigma.pipelines import PIPELINE_DIR
 from detectors.sigma.values import FailureReason
@@ -127,8 +127,7 @@ def pack(
 
 def check(unpacked: Unpacked) -> EngineReport:
     """Load and compile the bundle's rules as a detector would; the report says what failed."""
-    _, report = build_engine(unpacked.rules, unpacked.placeholders, unpacked.pipelines)
-    return report
+    return build_hunter(unpacked.rules, unpacked.placeholders, unpacked.pipelines).report
 
 
 def refusals(report: EngineReport) -> list[str]:

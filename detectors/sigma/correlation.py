@@ -159,6 +159,13 @@ class CorrelationEngine:
             spec.quiet = spec.key in self.quiet_rules
         self._now, self._seq = _NEVER, 0
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        fields = {
+            path
+            for spec in self._specs
+            for paths in (*spec.group_paths, *spec.value_paths)
+            for path in paths
+        }
+        self._paths = ("@timestamp", "event.id", *sorted(fields - {"@timestamp", "event.id"}))
 
     @classmethod
     def restore(
@@ -191,15 +198,14 @@ class CorrelationEngine:
         return sum(state.size() for spec in self._specs for state in spec.groups.values())
 
     def observe(
-        self, rule_keys: Collection[str], document: Mapping[str, Any]
+        self, rule_keys: Collection[str], document: Mapping[str, Any], *, only: str | None = None
     ) -> list[CorrelationHit]:
-        """Feed one event, given the keys of the base rules it matched; the hits that fire now."""
-        touched: dict[int, list[int]] = {}
-        for key in rule_keys:
-            for index, member in self._by_key.get(key, ()):
-                members = touched.setdefault(index, [])
-                if member not in members:
-                    members.append(member)
+        """Feed one event, given the keys of the base rules it matched; the hits that fire now.
+
+        ``only``: feed only the correlation of that state key (see :meth:`route`), as a worker
+        that owns one correlation's group does; the correlations it feeds (chains) follow.
+        """
+        touched = self._touched(rule_keys, only)
         if not touched:
             return []
         time = micros(document.get("@timestamp"))
@@ -214,6 +220,47 @@ class CorrelationEngine:
         for index in sorted(touched):
             self._feed(self._specs[index], touched[index], event, document, hits)
         return hits
+
+    def _touched(self, rule_keys: Collection[str], only: str | None) -> dict[int, list[int]]:
+        touched: dict[int, list[int]] = {}
+        for key in rule_keys:
+            for index, member in self._by_key.get(key, ()):
+                if only is not None and self._specs[index].state_key != only:
+                    continue
+                members = touched.setdefault(index, [])
+                if member not in members:
+                    members.append(member)
+        return touched
+
+    def route(
+        self, rule_keys: Collection[str], document: Mapping[str, Any]
+    ) -> list[tuple[str, Group]]:
+        """Which (correlation, group) states an event feeds: what a stream keys it by, so that
+        one worker owns each; the correlation is named by its state key."""
+        routes = []
+        for index, members in sorted(self._touched(rule_keys, None).items()):
+            spec = self._specs[index]
+            for group in dict.fromkeys(spec.group_of(member, document) for member in members):
+                routes.append((spec.state_key, group))
+        return routes
+
+    def projection(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of an event the correlations read (time, id, group and value fields), as
+        a nested dict: what a stream carries to the worker that correlates it."""
+        projected: dict[str, Any] = {}
+        for path in self._paths:
+            value = field_getter(path)(document)
+            if value is MISSING:
+                continue
+            node = projected
+            *parents, last = path.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[last] = value.isoformat() if isinstance(value, datetime) else value
+        return projected
 
     def advance(self, watermark: datetime) -> list[CorrelationHit]:
         """Move the clock to ``watermark`` (event time); close the anchored windows it ends

@@ -11,7 +11,9 @@ import orjson
 
 from detectors.checks import entities_of
 from detectors.sigma.compiler import CompiledRule
+from detectors.sigma.correlation import CorrelationEngine
 from detectors.sigma.engine import SigmaEngine
+from detectors.sigma.fields import field_getter
 from socpipe.errors import RecordError
 from socpipe.records import Detection, DetectorRef, EcsEvent, RuleRef, Severity, stable_id
 
@@ -37,9 +39,16 @@ def ruleset_version(
 
 def rule_ref(rule: CompiledRule) -> RuleRef:
     """The rule as a detection names it, with ATT&CK tactics and techniques from its tags."""
+    return rule_ref_of(rule.id, rule.title, rule.level, rule.tags)
+
+
+def rule_ref_of(
+    rule_id: str | None, title: str, level: str | None, tags: Sequence[str]
+) -> RuleRef:
+    """A rule or correlation as a detection names it; tactics and techniques from its tags."""
     tactics: list[str] = []
     techniques: list[str] = []
-    for tag in rule.tags:
+    for tag in tags:
         name = tag.lower()
         if not name.startswith("attack."):
             continue
@@ -49,34 +58,50 @@ def rule_ref(rule: CompiledRule) -> RuleRef:
         elif not (value[:1] in ("g", "s") and value[1:2].isdigit()):  # groups and software
             tactics.append(value.replace("-", "_"))
     return RuleRef(
-        id=rule.id or stable_id(rule.title),
-        title=rule.title,
-        level=_LEVELS.get((rule.level or "medium").lower(), Severity.MEDIUM),
-        tags=list(rule.tags),
+        id=rule_id or stable_id(title),
+        title=title,
+        level=_LEVELS.get((level or "medium").lower(), Severity.MEDIUM),
+        tags=list(tags),
         tactics=tactics,
         techniques=techniques,
     )
 
 
 class SigmaDetector:
-    """Runs the engine on each event and turns its matches into detections."""
+    """Runs the engine on each event and turns its matches into detections; with correlation
+    rules, also names the correlation states each event feeds (:meth:`candidates`)."""
 
-    def __init__(self, engine: SigmaEngine, version: str) -> None:
+    def __init__(
+        self,
+        engine: SigmaEngine,
+        version: str,
+        correlations: CorrelationEngine | None = None,
+        keys: Mapping[CompiledRule, str] | None = None,
+    ) -> None:
         self.engine = engine
         self.version = version
+        self.correlations = correlations
+        self.keys = dict(keys or {})
+        # Rules that feed only correlations with generate: false give no detection of their own.
+        self.quiet = correlations.quiet_rules if correlations is not None else frozenset()
         self._refs: dict[int, RuleRef] = {}
+        self._matched: list[CompiledRule] = []
 
     def evaluate(self, event: EcsEvent, document: dict[str, Any] | None = None) -> list[Detection]:
         """The detections of ``event``; ``document`` is its dict form if the caller has it."""
         event_id = event.event.id
         if not event_id:
             raise RecordError("the event has no event.id to detect on")
-        matched = self.engine.match(document if document is not None else event.to_dict())
+        matched = self._matched = self.engine.match(
+            document if document is not None else event.to_dict()
+        )
         if not matched:
             return []
         entities = entities_of(event)
         detections = []
         for rule in matched:
+            if self.quiet and self.keys.get(rule) in self.quiet:
+                continue
             ref = self._refs.get(id(rule))
             if ref is None:
                 ref = self._refs[id(rule)] = rule_ref(rule)
@@ -95,3 +120,31 @@ class SigmaDetector:
                 )
             )
         return detections
+
+    def candidates(self, document: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+        """For the event :meth:`evaluate` just judged: one (key, value) for ``soc.correlate``
+        per correlation state it feeds. The key is the correlation and its group, so one
+        correlator owns each state; the value carries the rules matched and the fields the
+        correlations read (``CorrelationEngine.projection``), with the agency and host."""
+        correlations = self.correlations
+        if correlations is None or not self._matched:
+            return []
+        keys = [self.keys[rule] for rule in self._matched if rule in self.keys]
+        routes = correlations.route(keys, document) if keys else []
+        if not routes:
+            return []
+        projected = correlations.projection(document)
+        for path in ("organization.id", "labels.tier", "host.name"):
+            value = field_getter(path)(document)
+            if isinstance(value, str):
+                *parents, last = path.split(".")
+                node = projected
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[last] = value
+        messages = []
+        for state_key, group in routes:
+            key = orjson.dumps([state_key, group], default=str)
+            value = {"c": state_key, "rules": keys, "event": projected, "v": self.version}
+            messages.append((key, orjson.dumps(value, default=str)))
+        return messages

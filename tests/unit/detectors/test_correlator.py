@@ -1,0 +1,96 @@
+"""The correlator's handler: candidates from detectors become one correlation detection; a
+replayed stretch rebuilds state without sending again; a bad record goes to the DLQ."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from detectors.correlator import CorrelateHandler
+from detectors.normalize import Normalizer
+from detectors.sigma.detection import SigmaDetector
+from detectors.sigma.hunt import build_hunter
+from socpipe.deadletter import DeadLetterWriter
+from socpipe.records import DeadLetter, Detection, RawRecord, SourceRef
+from tests.support.kafka_double import InMemoryProducer, Message
+
+FIXTURES = Path(__file__).resolve().parent / "sigma" / "data" / "correlation"
+
+
+def _detector(tmp_path: Path) -> SigmaDetector:
+    for name in ("base_rules.yml", "sshd_brute_force.yml"):
+        (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
+    hunter = build_hunter([tmp_path])
+    assert hunter.correlations is not None
+    return SigmaDetector(hunter.engine, "v1", hunter.correlations, hunter.keys)
+
+
+def _messages(detector: SigmaDetector, count: int) -> list[Message]:
+    normalizer = Normalizer()
+    source = SourceRef(type="file", path="/var/log/auth.log", format="syslog")
+    messages = []
+    for n in range(count):
+        raw = RawRecord(
+            id=f"r{n}",
+            agency={"id": "so-tttt", "tier": "province"},  # type: ignore[arg-type]
+            collector={"id": "c", "version": "0"},  # type: ignore[arg-type]
+            host="dvc-portal-01",
+            source=source,
+            received=datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
+            position=n,
+            message=f"Nov 27 10:00:{n:02d} dvc-portal-01 sshd[{n}]: "
+            f"Failed password for root from 113.160.12.9 port {4000 + n} ssh2",
+        )
+        normalized = normalizer.normalize(raw)
+        assert detector.evaluate(normalized.event, normalized.document) == []  # quiet rule
+        for key, value in detector.candidates(normalized.document):
+            messages.append(Message("soc.correlate", 0, len(messages), key, value))
+    return messages
+
+
+def _handler(detector: SigmaDetector, producer: InMemoryProducer) -> CorrelateHandler:
+    return CorrelateHandler(
+        producer,  # type: ignore[arg-type]
+        DeadLetterWriter(producer, "dlq", "correlate"),  # type: ignore[arg-type]
+        detections_topic="detections",
+        detector=detector,
+    )
+
+
+def test_candidates_of_five_failures_make_one_correlation_detection(tmp_path: Path) -> None:
+    detector = _detector(tmp_path)
+    messages = _messages(detector, 6)
+    assert len(messages) == 6  # one state per event: the correlation and its group
+    producer = InMemoryProducer()
+    handler = _handler(detector, producer)
+    handler(messages[:3])
+    assert "detections" not in producer.sent
+    handler(messages[3:])
+    (sent,) = producer.sent["detections"]
+    detection = Detection.from_json(sent.value)
+    assert detection.detector.type == "correlation" and detection.detector.version == "v1"
+    assert detection.rule.title == "SSH brute force from one source"
+    assert detection.entities.source_ip == "113.160.12.9"
+    assert detection.entities.agency == "so-tttt"
+    assert detection.event_ids == [f"r{n}" for n in range(5)]
+
+
+def test_a_replayed_stretch_rebuilds_state_without_sending(tmp_path: Path) -> None:
+    detector = _detector(tmp_path)
+    messages = _messages(detector, 7)
+    producer = InMemoryProducer()
+    handler = _handler(detector, producer)
+    handler.replay_until[0] = 5  # committed before a restart: its hit was sent already
+    handler(messages[:5])
+    assert "detections" not in producer.sent
+    handler(messages[5:])  # the sixth and seventh start a new window: no hit yet
+    assert "detections" not in producer.sent
+
+
+def test_a_record_that_is_not_a_candidate_goes_to_the_dlq(tmp_path: Path) -> None:
+    producer = InMemoryProducer()
+    handler = _handler(_detector(tmp_path), producer)
+    futures = handler([Message("soc.correlate", 2, 9, b"k", b'{"c": "x"}')])
+    assert len(futures) == 1
+    letter = DeadLetter.from_json(producer.sent["dlq"][0].value)
+    assert letter.stage == "correlate" and "soc.correlate/2@9" in letter.reason
