@@ -3,11 +3,11 @@
 Starts the local services, creates the topics, installs the SigmaHQ rules from the shared data
 (``socpipe rules import``) beside socpipe's own (``rules/socpipe``), writes a config for this run
 into the state directory, starts each stage as its own process (a collector per agency, a
-detector running the Sigma engine, the correlator, the alerting worker and the API), replays sshd lines and
-recorded Windows attacks (OTRF) into the agencies' log files at a steady rate with current
-timestamps, and prints the console's URL and an API token. Without the shared data, generated
-sshd lines and socpipe's own rules only. Ctrl-C stops the stages; the services stay up for the
-next run (`socpipe services down` stops them).
+detector running the Sigma engine, the correlator, the alerting worker and the API), replays
+sshd lines and recorded Windows attacks (OTRF) into the agencies' log files at a steady rate
+with current timestamps, and prints the console's URL and an API token. Without the shared
+data, generated sshd lines and socpipe's own rules only. Ctrl-C stops the stages; the services
+stay up for the next run (`socpipe services down` stops them).
 """
 
 from __future__ import annotations

@@ -16,17 +16,38 @@ its tests file, ``<rule stem>.tests.yml`` (or ``.tests.yaml``) beside it::
       - name: an ECS event given directly
         match: false
         event: {event: {dataset: system.auth}, process: {name: sshd}, message: "..."}
-        rule: 1b2c...                              # only for files of several rules: id or title
+        rule: 1b2c...                              # for files of several rules: id, name, title
         agency: so-tttt                            # with raw only: the agency that ships it
 
-A case has exactly one of ``raw`` and ``event``. ``raw`` (a line, or a mapping for the JSON
-formats) becomes a raw record as a collector would ship it (fixed agency, collector, host
-``ruletest``, received 2025-06-01 00:00 UTC) and goes through the real ``Normalizer``, so the
-case covers parsing too; ``format`` defaults to ``auto``. ``event`` is matched as written. YAML
-turns unquoted times into datetimes: they are given back as text (``str``), but quoting is
+A case has exactly one of ``raw``, ``event`` and ``stream``. ``raw`` (a line, or a mapping for
+the JSON formats) becomes a raw record as a collector would ship it (fixed agency, collector,
+host ``ruletest``, received 2025-06-01 00:00 UTC) and goes through the real ``Normalizer``, so
+the case covers parsing too; ``format`` defaults to ``auto``. ``event`` is matched as written.
+YAML turns unquoted times into datetimes: they are given back as text (``str``), but quoting is
 safer. With no ``rule``, a case is about every rule of the file: ``match: true`` passes when one
-of them matches, ``match: false`` when none does. Correlation rules have no per-event verdict
-and are not tested.
+of them matches, ``match: false`` when none does.
+
+Correlation rules are tested with a stream of events; the case is about the correlations of its
+file (``rule`` picks one by id, name or title)::
+
+      - name: six failures from one address in two minutes
+        match: true             # the correlation fires (at least once) over the stream
+        count: 1                # optional, with match: true: exactly how many hits
+        format: syslog          # optional: format and agency of the items that give none
+        stream:
+          - {raw: "<38>Nov 27 10:00:01 srv sshd[1]: Failed password for root from ..."}
+          - {format: syslog, raw: "...", agency: so-tttt}
+          - {event: {"@timestamp": "2024-11-27T10:00:30+07:00", event: {...}, ...}}
+
+Each item is made as a single case's ``raw`` or ``event`` (same keys: ``format``, ``raw``,
+``event``, ``agency``) and the stream goes, in the order written, through the engine of every
+rule of the run (a correlation's base rules may sit in its file, as other YAML documents, or in
+another file of the paths) and through the correlations of the run, on each event's
+``@timestamp``; :mod:`detectors.sigma.ruletest_stream` has the details. A syslog line carries no
+year: it is given the one that puts it within a year before 2025-06-01 (``Nov 27`` is 2024), so
+lines of formats that write their year (FortiGate, web access logs) must use that year to share
+a window with them. The case passes when the hits of its correlations, summed, number at least
+one (``match: true``), exactly ``count``, or none (``match: false``).
 
 How a case runs: the rules of every file are loaded at once (:func:`load_rules`, one pipeline),
 compiled (:func:`compile_rule`) and put in one :class:`SigmaEngine` with a log-source router, as
@@ -34,26 +55,31 @@ compiled (:func:`compile_rule`) and put in one :class:`SigmaEngine` with a log-s
 rule whose condition holds for the event but that the router never offers the event fails.
 
 Problems are ``path:line: error: message``: the loader's own (errors and warnings), a rule that
-does not compile, a tests file that is missing (a warning, an error with ``require_tests``),
-malformed or holds a bad case (no ``name`` or ``match``, both or neither of ``raw``/``event``,
-an unknown ``format``, a ``rule`` the file does not have). A bad case is not run; the others
-are. A ``raw`` no parser recognises is a warning: no log source admits such an event, so the
-case tests nothing. ``RuleTestReport.exit_code`` is 0 when every case passed and there is no
+does not compile or a correlation that cannot run, a tests file that is missing (a warning, an
+error with ``require_tests``), malformed or holds a bad case (no ``name`` or ``match``, not
+exactly one of ``raw``/``event``/``stream``, an unknown ``format``, a ``rule`` the file does not
+have, a ``stream`` that is not a list of items each with one of ``raw``/``event``, a ``count``
+that is not a whole number of at least 1 with ``match: true``, one event for a file with only
+correlations or a stream for one without). A bad case is not run; the others are. A ``raw`` no
+parser recognises, and a stream with late or untimed events, are warnings: the case does not
+test what it says. ``RuleTestReport.exit_code`` is 0 when every case passed and there is no
 error, else 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, TypeVar
 
 import orjson
+from sigma.correlations import SigmaCorrelationRule
 from sigma.processing.pipeline import ProcessingPipeline
 
 from detectors.normalize import Normalizer
+from detectors.sigma.compiler import CompiledRule
+from detectors.sigma.correlation import keys_by_compiled
 from detectors.sigma.engine import EngineRule, SigmaEngine
 from detectors.sigma.hunt import compile_loaded, engine_of
 from detectors.sigma.loader import (
@@ -69,13 +95,22 @@ from detectors.sigma.loader import (
 )
 from detectors.sigma.logsource import LogsourceKey
 from detectors.sigma.pipelines import resolve_pipelines
+from detectors.sigma.ruletest_stream import (
+    ITEM_KEYS,
+    CaseEvent,
+    StreamOutcome,
+    StreamRunner,
+    make_event,
+    names,
+    read_event,
+    read_stream,
+)
 from detectors.sigma.values import FailureReason
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef, stable_id
-from socpipe.settings import Tier
 
-SourceType = Literal["file", "syslog", "evtx", "http"]
-RECEIVED: Final = datetime(2025, 6, 1, tzinfo=UTC)
-_CASE_KEYS: Final = frozenset({"name", "match", "format", "raw", "event", "rule", "agency"})
+_Rule = TypeVar("_Rule", EngineRule, SigmaCorrelationRule)
+# A rule's names, as a case's ``rule`` may give it: id, name, title (those it has).
+_Names = Callable[[EngineRule], tuple[str, ...]]
+_CASE_KEYS: Final = ITEM_KEYS | {"name", "match", "count", "stream", "rule"}
 # Fields every event has that say nothing about why a rule did or did not match.
 _NOISE: Final = frozenset(
     {"v", "@timestamp", "event.id", "event.kind", "event.original", "event.created", "log.offset"}
@@ -86,7 +121,6 @@ _REASON_MODIFIERS: Final = {
     FailureReason.UNFILLED_PLACEHOLDER: "expand",
     FailureReason.UNSUPPORTED_REGEX: "re",
 }
-_SOURCE_TYPES: Final[dict[str, SourceType]] = {"syslog": "syslog", "winlog.evtx": "evtx"}
 _SUMMARY_FIELDS: Final = 30
 _SUMMARY_WIDTH: Final = 100
 
@@ -102,7 +136,10 @@ def find_tests_file(rule_file: Path) -> Path | None:
 
 @dataclass(frozen=True, slots=True)
 class CaseResult:
-    """One case that ran: where it is, what was expected, what the engine said, and why."""
+    """One case that ran: where it is, what was expected, what the engine said, and why.
+
+    A stream's case also has its correlations' ``hits``, and the ``count`` it expects if any.
+    """
 
     path: Path
     line: int
@@ -111,16 +148,27 @@ class CaseResult:
     expected: bool
     matched: bool
     details: tuple[str, ...] = ()
+    hits: int | None = None
+    count: int | None = None
 
     @property
     def passed(self) -> bool:
         """Whether the engine's answer is the expected one."""
+        if self.count is not None:
+            return self.hits == self.count
         return self.expected == self.matched
 
     def __str__(self) -> str:
         if self.passed:
             return f"{self.path}:{self.line}: PASS: {self.name} [{self.rule}]"
-        why = "expected a match, got none" if self.expected else "matched, but should not"
+        if self.hits is None:
+            why = "expected a match, got none" if self.expected else "matched, but should not"
+        elif self.count is not None:
+            why = f"expected {self.count} hits, got {self.hits}"
+        else:
+            why = (
+                "expected a hit, got none" if self.expected else f"{self.hits} hits, expected none"
+            )
         return f"{self.path}:{self.line}: FAIL: {self.name} [{self.rule}]: {why}"
 
 
@@ -186,16 +234,15 @@ class RuleTestReport:
 
 @dataclass(frozen=True, slots=True)
 class _Case:
-    """A well-formed case of a tests file."""
+    """A well-formed case of a tests file: one event, or a stream of them."""
 
     name: str
     line: int
     expected: bool
-    raw: str | dict[str, Any] | None
-    event: dict[str, Any] | None
-    format: str
     rule: str | None
-    agency: str = "ruletest"
+    events: tuple[CaseEvent, ...]
+    stream: bool = False
+    count: int | None = None
 
 
 def run_tests(
@@ -215,7 +262,8 @@ def run_tests(
     rule_files = list(dict.fromkeys(_rule_files(paths, problems)))
     result = load_rules(rule_files, pipeline=pipeline)
     problems.extend(result.problems)
-    engine, by_file = _engine(result, pipeline, problems)
+    engine, by_file, keys, rule_names = _engine(result, pipeline, problems)
+    streams = StreamRunner(result.correlations, engine, keys, normalizer, problems)
     formats = frozenset(normalizer.parsers.formats())
     results: list[CaseResult] = []
     untested: list[Path] = []
@@ -233,7 +281,8 @@ def run_tests(
             continue
         cases, tests_line = _read_cases(tests_path, formats, problems)
         rules = by_file.get(rule_file) or _filtered(rule_file, result, by_file)
-        if not rules:
+        correlations = streams.of_file(rule_file)
+        if not rules and not correlations:
             if cases:
                 not_run += len(cases)
                 count = f"{len(cases)} case{'s' if len(cases) > 1 else ''}"
@@ -245,10 +294,42 @@ def run_tests(
                 )  # fmt: skip
             continue
         for case in cases:
-            targets = _targets(case, rules, tests_path, problems)
-            if targets:
-                results.append(_run(case, targets, tests_path, engine, normalizer, problems))
+            if not (correlations if case.stream else rules):
+                not_run += 1
+                problems.append(_wrong_kind(case, rule_file, tests_path))
+            elif case.stream:
+                chosen = _targets(case, correlations, names, tests_path, problems)
+                if chosen:
+                    outcome = streams.run(case.name, case.line, case.events, chosen, tests_path,
+                                          problems)  # fmt: skip
+                    results.append(_stream_result(case, chosen, tests_path, outcome))
+            else:
+                targets = _targets(case, rules, rule_names, tests_path, problems)
+                if targets:
+                    results.append(_run(case, targets, tests_path, engine, normalizer, problems))
     return RuleTestReport(results, problems, len(rule_files), untested, not_run)
+
+
+def _wrong_kind(case: _Case, rule_file: Path, tests_path: Path) -> Problem:
+    """A case whose file has no rule of its kind: a stream tests correlations, one event tests
+    per-event rules."""
+    if case.stream:
+        has = "no correlation that loaded and can run, and a stream tests correlations"
+    else:
+        has = ("no per-event rule that loaded and compiled, and one event tests those (a "
+               "correlation's case gives a 'stream')")  # fmt: skip
+    message = f"case {case.name!r} not run: {rule_file} has {has}"
+    return Problem(tests_path, case.line, message, kind="rule")
+
+
+def _stream_result(
+    case: _Case, targets: list[SigmaCorrelationRule], path: Path, outcome: StreamOutcome
+) -> CaseResult:
+    """A stream case's result: details (each event, the hits) only when it failed."""
+    title = " | ".join(str(target.title) for target in targets)
+    result = CaseResult(path, case.line, case.name, title, case.expected, outcome.hits > 0,
+                        (), outcome.hits, case.count)  # fmt: skip
+    return result if result.passed else replace(result, details=outcome.details)
 
 
 def _rule_files(paths: Iterable[Path], problems: list[Problem]) -> Iterator[Path]:
@@ -273,8 +354,9 @@ def _rule_files(paths: Iterable[Path], problems: list[Problem]) -> Iterator[Path
 
 def _engine(
     result: LoadResult, pipeline: ProcessingPipeline, problems: list[Problem]
-) -> tuple[SigmaEngine, dict[Path, list[EngineRule]]]:
-    """Compile the loaded rules and index them as ``build_engine`` does; by rule file too."""
+) -> tuple[SigmaEngine, dict[Path, list[EngineRule]], dict[CompiledRule, str], _Names]:
+    """Compile the loaded rules and index them as ``build_engine`` does; by rule file too. Each
+    compiled rule's key as correlations name it, and its names as a case's ``rule`` may."""
     compiled, failures = compile_loaded(result)
     for loaded, error in failures:
         rule = loaded.rule
@@ -283,9 +365,13 @@ def _engine(
         line = failure_line(loaded, error.reason)
         problems.append(Problem(loaded.path, line, message, rule_id, rule.title))
     by_file: dict[Path, list[EngineRule]] = {}
+    names: dict[CompiledRule, tuple[str, ...]] = {}
     for loaded, entry in compiled:
         by_file.setdefault(loaded.path, []).append(entry)
-    return engine_of((entry for _, entry in compiled), pipeline), by_file
+        found = (loaded.rule.id, loaded.rule.name, loaded.rule.title)
+        names[entry.rule] = tuple(str(name) for name in found if name)
+    engine = engine_of((entry for _, entry in compiled), pipeline)
+    return engine, by_file, keys_by_compiled(compiled), lambda entry: names[entry.rule]
 
 
 def _filtered(
@@ -354,7 +440,7 @@ def _read_cases(
             error(line, f"case {number + 1} is not a mapping")
             continue
         bad = len(problems)
-        name, expected = item.get("name"), item.get("match")
+        name, expected, count = item.get("name"), item.get("match"), item.get("count")
         unknown = sorted(set(map(str, item)) - _CASE_KEYS)
         if unknown:
             error(lines.get(unknown[0], line), f"unknown keys {unknown} in case; known: "
@@ -366,61 +452,55 @@ def _read_cases(
                   f"{first_line[name]})")  # fmt: skip
         if not isinstance(expected, bool):
             error(lines.get("match", line), "'match' must be given, true or false")
-        if ("raw" in item) == ("event" in item):
-            error(line, "a case has exactly one of 'raw' and 'event'")
-        elif "event" in item and not isinstance(item["event"], dict):
-            error(lines["event"], "'event' must be a mapping (an ECS event)")
-        elif "raw" in item and not isinstance(item["raw"], str | dict):
-            error(lines["raw"], "'raw' must be a string (a line) or a mapping (a JSON event)")
-        fmt = item.get("format", "auto")
-        if "format" in item and "event" in item:
-            error(lines["format"], "'format' applies to 'raw' only")
-        elif not isinstance(fmt, str) or fmt not in formats:
-            error(lines.get("format", line), f"unknown format {fmt!r}; known: "
-                  f"{', '.join(sorted(formats))}")  # fmt: skip
+        if "count" in item and not (
+            "stream" in item and expected is True and type(count) is int and count >= 1
+        ):
+            error(lines["count"], "'count' is how many hits a stream gives: a whole number of "
+                  "at least 1, with 'match: true'")  # fmt: skip
         rule = item.get("rule")
         if rule is not None and not isinstance(rule, str):
-            error(lines["rule"], "'rule' names a rule of the file by its id or title")
+            error(lines["rule"], "'rule' names a rule of the file by its id, name or title")
         if isinstance(name, str):
             first_line.setdefault(name, lines.get("name", line))
+        events: tuple[CaseEvent, ...] = ()
+        if sum(key in item for key in ("raw", "event", "stream")) != 1:
+            error(line, "a case has exactly one of 'raw', 'event' and 'stream'")
+        elif (source := read_event(item, lines, line, formats, error)) and "stream" in item:
+            events = read_stream(item["stream"], keys, (*prefix, "stream"), source, formats, error)
+        elif source:
+            events = (source,)
         if len(problems) > bad:
             continue
         assert isinstance(name, str) and isinstance(expected, bool)
-        raw, event = _plain(item.get("raw")), _plain(item.get("event"))
-        agency = item.get("agency", "ruletest")
-        if not isinstance(agency, str) or not agency:
-            error(lines.get("agency", line), "'agency' is the id of the agency the raw record "
-                  "comes from")  # fmt: skip
-            continue
-        cases.append(_Case(name, line, expected, raw, event, str(fmt), rule, agency))
+        stream = "stream" in item
+        cases.append(_Case(name, line, expected, rule, events, stream, count if stream else None))
     return cases, tests_line
 
 
-def _plain(value: Any) -> Any:
-    """YAML's value as JSON would have it: times (YAML reads them unquoted) back to text."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, date | datetime):
-        return str(value)
-    return value
-
-
 def _targets(
-    case: _Case, rules: list[EngineRule], path: Path, problems: list[Problem]
-) -> list[EngineRule]:
-    """The rules of the file the case is about; [] (and a problem) when it names none of them."""
+    case: _Case,
+    rules: list[_Rule],
+    named: Callable[[_Rule], tuple[str, ...]],
+    path: Path,
+    problems: list[Problem],
+) -> list[_Rule]:
+    """The rules of the file the case is about; [] (and a problem) when it names none of them.
+    ``named`` gives a rule's names (id, name, title: those it has)."""
     if case.rule is None:
         return rules
-    chosen = [entry for entry in rules if case.rule in (entry.rule.id, entry.rule.title)]
+    chosen = [rule for rule in rules if case.rule in named(rule)]
     if not chosen:
-        named = "; ".join(f"{entry.rule.id} ({entry.rule.title})" for entry in rules)
+        has = "; ".join(_described(named(rule)) for rule in rules)
         problems.append(
             Problem(path, case.line, f"case {case.name!r}: no rule {case.rule!r} in the "
-                    f"file; it has {named}", kind="rule")
+                    f"file; it has {has}", kind="rule")
         )  # fmt: skip
     return chosen
+
+
+def _described(names: tuple[str, ...]) -> str:
+    """``id / name (title)`` of a rule's names (id, name, title: those it has)."""
+    return f"{' / '.join(names[:-1])} ({names[-1]})" if len(names) > 1 else names[0]
 
 
 def _run(
@@ -432,7 +512,7 @@ def _run(
     problems: list[Problem],
 ) -> CaseResult:
     """Match the case's event through the engine; on failure, say why."""
-    event, origin = _event(case, path, normalizer, problems)
+    event, origin = make_event(case.events[0], case.name, path, normalizer, problems)
     matched_rules = {id(rule) for rule in engine.match(event)}
     matched = any(id(entry.rule) in matched_rules for entry in targets)
     title = " | ".join(entry.rule.title for entry in targets)
@@ -440,37 +520,6 @@ def _run(
     if matched != case.expected:
         details = (*origin, *_why(targets, event, engine, case.expected), *_summary(event))
     return CaseResult(path, case.line, case.name, title, case.expected, matched, details)
-
-
-def _event(
-    case: _Case, path: Path, normalizer: Normalizer, problems: list[Problem]
-) -> tuple[dict[str, Any], list[str]]:
-    """The event to match, and how it was made (for failure details)."""
-    if case.event is not None:
-        return case.event, ["event: given directly"]
-    source = SourceRef(type=_SOURCE_TYPES.get(case.format, "file"), format=case.format)
-    payload: dict[str, Any] = {"data" if isinstance(case.raw, dict) else "message": case.raw}
-    raw = RawRecord(
-        id=stable_id(path, case.line),
-        agency=AgencyRef(id=case.agency, tier=Tier.PROVINCE),
-        collector=CollectorRef(id="socpipe-ruletest", version="1"),
-        host="ruletest",
-        source=source,
-        received=RECEIVED,
-        position=0,
-        **payload,
-    )
-    normalized = normalizer.normalize(raw)
-    event: dict[str, Any] = normalized.document  # what the streaming detector matches
-    origin = f"raw: {normalized.status} as {normalized.format} (format {case.format})"
-    if normalized.status != "parsed":
-        # No guard admits an unparsed event: a "match: false" case would pass vacuously.
-        problems.append(
-            Problem(path, case.line, f"case {case.name!r}: no parser recognised the raw "
-                    f"record (format {case.format}); the case tests no rule", severity="warning")
-        )  # fmt: skip
-    error_message = (event.get("error") or {}).get("message")
-    return event, [origin, *([f"parse error: {error_message}"] if error_message else [])]
 
 
 def _why(

@@ -313,3 +313,342 @@ def test_a_filter_naming_no_rule_of_the_set_is_reported(tmp_path: Path) -> None:
     idle = [p for p in report.problems if "applies to no rule" in p.message]
     assert len(idle) == 1 and idle[0].severity == "warning"
     assert idle[0].path == tmp_path / "typo.yml"
+
+
+# Correlation cases: a stream of events through the base rules and the correlations.
+
+_BASE = """title: SSH failure
+id: 6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9b01
+name: ssh_failure
+logsource: {product: linux, service: sshd}
+detection:
+  selection: {event.action: ssh_login, event.outcome: failure}
+  condition: selection
+"""
+_BURST = """title: SSH burst
+id: 6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9b02
+name: ssh_burst
+correlation:
+  type: event_count
+  rules: [ssh_failure]
+  group-by: [source.ip]
+  timespan: 5m
+  condition: {gte: 3}
+"""
+
+
+def _failure(time: str, address: str = "113.160.12.9") -> str:
+    """An sshd failure line at ``time`` (hh:mm:ss, 27 November) from ``address``."""
+    return (
+        f'{{raw: "<38>Nov 27 {time} srv sshd[1]: Failed password for root from {address} '
+        'port 4000 ssh2"}'
+    )
+
+
+def _stream(*items: str) -> str:
+    return "".join(f"\n      - {item}" for item in items)
+
+
+def test_a_correlation_fires_over_a_stream_and_its_base_rule_in_the_same_file(
+    tmp_path: Path,
+) -> None:
+    rule = _write(tmp_path, "burst.yml", f"{_BASE}---\n{_BURST}")
+    three = _stream(_failure("10:00:01"), _failure("10:01:00"), _failure("10:05:01"))
+    spread = _stream(_failure("10:00:01"), _failure("10:03:00"), _failure("10:05:02"))
+    two_addresses = _stream(
+        _failure("10:00:01"), _failure("10:00:02", "14.161.22.8"), _failure("10:00:03")
+    )
+    tests = _write(
+        tmp_path,
+        "burst.tests.yml",
+        f"""tests:
+  - name: one failure is the base rule's
+    match: true
+    rule: ssh_failure
+    format: syslog
+    raw: "<38>Nov 27 10:00:01 srv sshd[1]: Failed password for root from 10.0.0.1 port 1 ssh2"
+  - name: three within five minutes
+    match: true
+    count: 1
+    format: syslog
+    stream:{three}
+  - name: three over five minutes and a second
+    match: false
+    format: syslog
+    stream:{spread}
+  - name: two addresses
+    match: false
+    rule: SSH burst
+    format: syslog
+    stream:{two_addresses}
+  - name: six give two hits
+    match: true
+    count: 2
+    format: syslog
+    stream:{three}{_stream(_failure("10:06:02"), _failure("10:07:00"), _failure("10:09:00"))}
+  - name: given directly
+    match: true
+    stream:
+      - event: &failure
+          "@timestamp": "2024-11-27T03:00:01Z"
+          event: {{dataset: system.auth, action: ssh_login, outcome: failure}}
+          process: {{name: sshd}}
+          source: {{ip: 10.0.0.9}}
+      - event: *failure
+      - event: *failure
+""",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 0, report.format_report(verbose=True)
+    assert report.problems == []
+    assert [(r.name, r.rule, r.hits) for r in report.results] == [
+        ("one failure is the base rule's", "SSH failure", None),
+        ("three within five minutes", "SSH burst", 1),
+        ("three over five minutes and a second", "SSH burst", 0),
+        ("two addresses", "SSH burst", 0),
+        ("six give two hits", "SSH burst", 2),
+        ("given directly", "SSH burst", 1),
+    ]
+    verbose = report.format_report(verbose=True)
+    line = _line(tests, "name: three within five minutes")
+    assert f"{tests}:{line}: PASS: three within five minutes [SSH burst]" in verbose
+
+
+def test_a_failed_stream_case_says_what_each_event_matched_and_what_fired(
+    tmp_path: Path,
+) -> None:
+    rule = _write(tmp_path, "burst.yml", f"{_BASE}---\n{_BURST}")
+    three = _stream(_failure("10:00:01"), _failure("10:01:00"), _failure("10:02:00"))
+    tests = _write(
+        tmp_path,
+        "burst.tests.yml",
+        f"""tests:
+  - {{name: expected quiet, match: false, format: syslog, stream: [{_failure("10:00:01")}]}}
+  - name: wrongly quiet
+    match: false
+    format: syslog
+    stream:{three}
+  - name: wrongly loud
+    match: true
+    format: syslog
+    stream:{_stream(_failure("10:00:01"), "{event: {message: noise}}")}
+  - name: wrong count
+    match: true
+    count: 2
+    format: syslog
+    stream:{three}
+""",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 1
+    assert (report.passed, report.failed) == (1, 3)
+    failed = {result.name: result for result in report.results if not result.passed}
+    quiet, loud, count = failed["wrongly quiet"], failed["wrongly loud"], failed["wrong count"]
+    assert str(quiet).endswith("FAIL: wrongly quiet [SSH burst]: 1 hits, expected none")
+    assert str(loud).endswith("FAIL: wrongly loud [SSH burst]: expected a hit, got none")
+    assert str(count).endswith("FAIL: wrong count [SSH burst]: expected 2 hits, got 1")
+    first = _lines(tests, "Nov 27 10:00:01")[1]
+    assert quiet.details[0] == (
+        f"item 1 (line {first}): raw: parsed as syslog (format syslog); "
+        "2024-11-27T03:00:01+00:00; matched 'SSH failure'"
+    )
+    assert quiet.details[3] == "hits: 1 of the correlations tested, 1 in all"
+    assert quiet.details[4].startswith(
+        "hit of 'SSH burst': {source.ip: 113.160.12.9}, 2024-11-27T03:00:01+00:00 to "
+        "2024-11-27T03:02:00+00:00, event_count 3, 3 events"
+    )
+    assert loud.details[1].endswith("event: given directly; no @timestamp; matched no rule")
+    assert loud.details[2] == "hits: 0 of the correlations tested, 0 in all"
+
+
+def test_base_rules_in_another_file_and_a_window_decided_at_its_end(tmp_path: Path) -> None:
+    _write(tmp_path, "base.yml", _BASE)
+    _write(tmp_path, "base.tests.yml", "tests:\n  - {name: a, match: false, event: {}}\n")
+    exactly = _write(
+        tmp_path,
+        "exactly.yml",
+        _BURST.replace("SSH burst", "Exactly three").replace("{gte: 3}", "{eq: 3}")
+        .replace("b02", "b03").replace("ssh_burst", "exactly_three"),
+    )  # fmt: skip
+    three = [_failure("10:00:01"), _failure("10:01:00"), _failure("10:02:00")]
+    four = [*three, _failure("10:03:00")]
+    _write(
+        tmp_path,
+        "exactly.tests.yml",
+        # Flow style puts a stream on one line: its events still have ids of their own.
+        f"""tests:
+  - {{name: three, match: true, count: 1, format: syslog, stream: [{", ".join(three)}]}}
+  - {{name: four, match: false, format: syslog, stream: [{", ".join(four)}]}}
+  - name: three, block style
+    match: true
+    format: syslog
+    stream:{_stream(*three)}
+""",
+    )
+    report = run_tests([tmp_path])
+    assert report.exit_code == 0, report.format_report()
+    assert (report.rules, report.cases, report.passed) == (2, 4, 4)
+    assert [(result.name, result.hits) for result in report.results] == [
+        ("a", None), ("three", 1), ("four", 0), ("three, block style", 1),
+    ]  # fmt: skip
+    # Alone, the correlation's rules are missing: it does not load, its cases do not run.
+    alone = run_tests([exactly])
+    assert alone.exit_code == 1 and alone.not_run == 3 and alone.results == []
+    assert [problem.kind for problem in alone.errors] == ["reference", "rule"]
+    assert alone.errors[1].message.startswith("3 cases not run: no rule of ")
+
+
+def test_a_quiet_inner_correlation_is_still_tested(tmp_path: Path) -> None:
+    # generate: false on the outer one would hide the inner one's hits in production.
+    rule = _write(
+        tmp_path,
+        "chain.yml",
+        f"""{_BASE}---
+{_BURST}---
+title: Burst then success
+correlation:
+  type: temporal_ordered
+  rules: [ssh_burst, ssh_failure]
+  group-by: [source.ip]
+  timespan: 10m
+""",
+    )
+    three = _stream(_failure("10:00:01"), _failure("10:01:00"), _failure("10:02:00"))
+    _write(
+        tmp_path,
+        "chain.tests.yml",
+        f"""tests:
+  - name: the inner one by its name
+    match: true
+    rule: ssh_burst
+    format: syslog
+    stream:{three}
+  - name: the outer one by its title
+    match: true
+    rule: Burst then success
+    format: syslog
+    stream:{three}{_stream(_failure("10:04:00"))}
+  - name: both, summed
+    match: true
+    count: 2
+    format: syslog
+    stream:{three}{_stream(_failure("10:04:00"))}
+""",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 0, report.format_report()
+    assert [result.hits for result in report.results] == [1, 1, 2]
+
+
+def test_a_case_of_the_wrong_kind_for_its_file_is_not_run(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.yml", _BASE)
+    tests = _write(
+        tmp_path,
+        "base.tests.yml",
+        f"tests:\n  - name: a stream\n    match: true\n    format: syslog\n"
+        f"    stream:{_stream(_failure('10:00:01'))}\n",
+    )
+    burst = _write(tmp_path, "burst.yml", _BURST)
+    _write(tmp_path, "burst.tests.yml", "tests:\n  - {name: one, match: true, event: {}}\n")
+    report = run_tests([base, burst])
+    assert report.exit_code == 1 and report.not_run == 2 and report.results == []
+    messages = {problem.path.name: problem for problem in report.errors}
+    assert messages["base.tests.yml"].line == _line(tests, "name: a stream")
+    assert messages["base.tests.yml"].message == (
+        f"case 'a stream' not run: {base} has no correlation that loaded and can run, and a "
+        "stream tests correlations"
+    )
+    assert messages["burst.tests.yml"].message.startswith(
+        f"case 'one' not run: {burst} has no per-event rule that loaded and compiled"
+    )
+
+
+def test_malformed_streams_are_errors_at_their_lines(tmp_path: Path) -> None:
+    rule = _write(tmp_path, "burst.yml", f"{_BASE}---\n{_BURST}")
+    tests = tmp_path / "burst.tests.yml"
+    ok = _failure("10:00:01")
+    for text, message in (
+        ("stream: x", "'stream' is a list of events, each a mapping with 'raw' or 'event'"),
+        ("stream: []", "'stream' is a list of events"),
+        (f"stream: [{ok}, 3]", "stream item 2 is not a mapping"),
+        (f"stream: [{ok}, {{raw: x, event: {{}}}}]", "stream item 2: an item has exactly one"),
+        ("stream: [{}]", "stream item 1: an item has exactly one of 'raw' and 'event'"),
+        ("stream: [{raw: x, name: y}]", "unknown keys ['name'] in stream item 1; known: agency"),
+        ("stream: [{raw: x, format: sysl0g}]", "stream item 1: unknown format 'sysl0g'"),
+        ("stream: [{event: {}, format: syslog}]", "stream item 1: 'format' applies to 'raw'"),
+        ("stream: [{raw: 3}]", "stream item 1: 'raw' must be a string"),
+        ("stream: [{raw: x, agency: ''}]", "stream item 1: 'agency' is the id of the agency"),
+        (f"format: sysl0g, stream: [{ok}]", "unknown format 'sysl0g'"),
+        (f"count: 0, stream: [{ok}]", "'count' is how many hits a stream gives"),
+        (f"count: 1.5, stream: [{ok}]", "'count' is how many hits"),
+        (f"count: true, stream: [{ok}]", "'count' is how many hits"),
+        ("count: 1, raw: x", "'count' is how many hits"),
+        (f"stream: [{ok}], raw: x", "a case has exactly one of 'raw', 'event' and 'stream'"),
+        (f"rule: nope, stream: [{ok}]", "case 'a': no rule 'nope' in the file; it has "
+         "6f1d2a57-0c4e-4d2b-9a51-1f0e2b7c9b02 / ssh_burst (SSH burst)"),
+    ):  # fmt: skip
+        tests.write_text(f"tests:\n  - {{name: a, match: true, {text}}}\n", encoding="utf-8")
+        errors = run_tests([rule]).errors
+        assert [error.message[: len(message)] for error in errors] == [message], text
+        assert errors[0].line == 2
+    tests.write_text(
+        "tests:\n  - name: a\n    match: false\n    count: 1\n    stream:\n"
+        "      - raw: x\n      - raw: y\n        format: sysl0g\n",
+        encoding="utf-8",
+    )
+    assert [(error.line, error.message[:26]) for error in run_tests([rule]).errors] == [
+        (4, "'count' is how many hits a"),
+        (8, "stream item 2: unknown for"),
+    ]
+
+
+def test_late_untimed_and_unparsed_events_of_a_stream_are_warnings(tmp_path: Path) -> None:
+    rule = _write(tmp_path, "burst.yml", f"{_BASE}---\n{_BURST}")
+    tests = _write(
+        tmp_path,
+        "burst.tests.yml",
+        f"""tests:
+  - name: out of order
+    match: false
+    format: syslog
+    stream:{_stream(_failure("10:03:00"), _failure("10:00:01"), _failure("10:01:00"))}
+      - {{event: {{event: {{dataset: system.auth, action: ssh_login, outcome: failure}},
+          process: {{name: sshd}}, source: {{ip: 113.160.12.9}}}}}}
+      - {{raw: "not a syslog line"}}
+""",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 0 and report.passed == 1
+    assert [(problem.severity, problem.line) for problem in report.problems] == [
+        ("warning", _line(tests, "not a syslog line")),
+        ("warning", _line(tests, "name: out of order")),
+    ]
+    unparsed, late = (problem.message for problem in report.problems)
+    assert unparsed == (
+        "case 'out of order': stream item 5: no parser recognised the raw record (format "
+        "syslog); no rule can match it"
+    )
+    assert late.startswith(
+        "case 'out of order': 2 events more than 60 s older than one before them and 1 "
+        "without @timestamp were not used"
+    )
+
+
+def test_a_correlation_that_cannot_run_is_an_error_and_its_cases_do_not_run(
+    tmp_path: Path,
+) -> None:
+    rule = _write(
+        tmp_path,
+        "spread.yml",
+        f"{_BASE}---\n"
+        + _BURST.replace("event_count", "value_sum").replace("{gte: 3}", "{field: [a, b], gte: 3}"),
+    )
+    _write(
+        tmp_path,
+        "spread.tests.yml",
+        f"tests:\n  - {{name: a, match: true, format: syslog, stream: [{_failure('10:00:01')}]}}\n",
+    )
+    report = run_tests([rule])
+    assert report.exit_code == 1 and report.not_run == 1
+    assert "aggregates one field" in report.errors[0].message
+    assert report.errors[1].message.startswith("case 'a' not run: ")
