@@ -132,7 +132,9 @@ def test_windows_events_name_their_sysmon_category_and_channel_service(
 
 def test_unknown_events_have_no_log_source(router: LogsourceRouter) -> None:
     assert router.keys_for({}) == frozenset()
-    assert router.keys_for({"event": {"dataset": "portal.app"}, "message": "x"}) == frozenset()
+    assert router.keys_for({"event": {"dataset": "tomcat.access"}, "message": "x"}) == frozenset()
+    portal = {"event": {"dataset": "portal.app"}, "message": "x"}
+    assert router.keys_for(portal) == frozenset({("portal", None, None)})
     # Odd shapes do not raise: lists, numbers, None where a mapping was expected.
     odd = {"event": ["x"], "winlog": {"channel": None, "event_id": 4104}}
     assert router.keys_for(odd) == frozenset({("windows", None, None)})
