@@ -42,9 +42,7 @@ def rule_ref(rule: CompiledRule) -> RuleRef:
     return rule_ref_of(rule.id, rule.title, rule.level, rule.tags)
 
 
-def rule_ref_of(
-    rule_id: str | None, title: str, level: str | None, tags: Sequence[str]
-) -> RuleRef:
+def rule_ref_of(rule_id: str | None, title: str, level: str | None, tags: Sequence[str]) -> RuleRef:
     """A rule or correlation as a detection names it; tactics and techniques from its tags."""
     tactics: list[str] = []
     techniques: list[str] = []
