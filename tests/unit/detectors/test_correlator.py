@@ -17,15 +17,17 @@ from tests.support.kafka_double import InMemoryProducer, Message
 FIXTURES = Path(__file__).resolve().parent / "sigma" / "data" / "correlation"
 
 
-def _detector(tmp_path: Path) -> SigmaDetector:
-    for name in ("base_rules.yml", "sshd_brute_force.yml"):
+def _detector(tmp_path: Path, correlation: str = "sshd_brute_force.yml") -> SigmaDetector:
+    for name in ("base_rules.yml", correlation):
         (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
     hunter = build_hunter([tmp_path])
     assert hunter.correlations is not None
     return SigmaDetector(hunter.engine, "v1", hunter.correlations, hunter.keys)
 
 
-def _messages(detector: SigmaDetector, count: int) -> list[Message]:
+def _messages(
+    detector: SigmaDetector, count: int, *, ip: str = "113.160.12.9", minute: int = 0
+) -> list[Message]:
     normalizer = Normalizer()
     source = SourceRef(type="file", path="/var/log/auth.log", format="syslog")
     messages = []
@@ -38,8 +40,8 @@ def _messages(detector: SigmaDetector, count: int) -> list[Message]:
             source=source,
             received=datetime(2026, 11, 27, 3, 0, tzinfo=UTC),
             position=n,
-            message=f"Nov 27 10:00:{n:02d} dvc-portal-01 sshd[{n}]: "
-            f"Failed password for root from 113.160.12.9 port {4000 + n} ssh2",
+            message=f"Nov 27 10:{minute:02d}:{n:02d} dvc-portal-01 sshd[{n}]: "
+            f"Failed password for root from {ip} port {4000 + n} ssh2",
         )
         normalized = normalizer.normalize(raw)
         assert detector.evaluate(normalized.event, normalized.document) == []  # quiet rule
@@ -94,3 +96,22 @@ def test_a_record_that_is_not_a_candidate_goes_to_the_dlq(tmp_path: Path) -> Non
     assert len(futures) == 1
     letter = DeadLetter.from_json(producer.sent["dlq"][0].value)
     assert letter.stage == "correlate" and "soc.correlate/2@9" in letter.reason
+
+
+def test_a_window_decided_at_its_end_closes_when_later_events_move_the_clock(
+    tmp_path: Path,
+) -> None:
+    detector = _detector(tmp_path, "exactly_three.yml")
+    first = _messages(detector, 3)
+    later = _messages(detector, 1, ip="14.232.10.8", minute=20)  # another group, 20 min on
+    later = [Message(m.topic, m.partition, 3, m.key, m.value) for m in later]
+    producer = InMemoryProducer()
+    handler = _handler(detector, producer)
+    handler(first)
+    assert "detections" not in producer.sent  # eq 3: only known when the window is over
+    handler(later)
+    (sent,) = producer.sent["detections"]
+    detection = Detection.from_json(sent.value)
+    assert detection.rule.title == "Exactly three SSH failures"
+    assert detection.entities.source_ip == "113.160.12.9"
+    assert detection.entities.agency == "so-tttt"  # from the group's own last event
