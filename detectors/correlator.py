@@ -32,13 +32,12 @@ from typing import Any
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 
-from detectors.reload import RuleSetWatcher, rules_in, status_value
+from detectors.reload import RuleSetWatcher, rules_in
 from detectors.sigma.correlation import CorrelationEngine, CorrelationHit
 from detectors.sigma.detection import SigmaDetector, rule_ref_of
-from detectors.worker import configured_rules
+from detectors.worker import follow_rules
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.kafka import ensure_topics, make_consumer, make_producer
-from socpipe.localservices import default_home
 from socpipe.records import Detection, DetectorRef, Entities, stable_id
 from socpipe.settings import Settings, Tier
 from socpipe.stream import StreamLoop
@@ -285,24 +284,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     ensure_topics(settings.kafka, ["correlate", "detections", "rules", "heartbeats"])
     producer = make_producer(settings.kafka)
     correlator_id = f"correlator-{settings.detector.id.removeprefix('detector-')}"
-
-    def publish_status(status: dict[str, Any]) -> None:
-        producer.send(
-            topics.heartbeats,
-            key=correlator_id.encode(),
-            value=status_value(correlator_id, status),
-        )
-
-    home = settings.local.home or default_home()
-    watcher = RuleSetWatcher(
-        settings.kafka, unpack_dir=home / "rulesets", publish_status=publish_status
-    )
-    detector, source = watcher.initial(), "soc.rules"
-    if detector is None and settings.detector.rules_paths:
-        detector, source = configured_rules(settings), "rules_paths"
-    if detector is not None:
-        watcher.running(detector.version, source, rules_in(detector))
-    watcher.start()
+    watcher, detector = follow_rules(settings, producer, correlator_id)
     handler = CorrelateHandler(
         producer,
         DeadLetterWriter(producer, topics.dlq, "correlate"),

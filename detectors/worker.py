@@ -168,30 +168,13 @@ def run(settings: Settings, stop: threading.Event) -> None:
         log.info("metrics at http://127.0.0.1:%d/metrics", settings.detector.metrics_port)
     ensure_topics(settings.kafka, ["rules", "heartbeats"])
     producer = make_producer(settings.kafka)
-    detector_id = settings.detector.id
-
-    def publish_status(status: dict[str, Any]) -> None:
-        value = status_value(detector_id, status)
-        producer.send(topics.heartbeats, key=detector_id.encode(), value=value)
-
-    home = settings.local.home or default_home()
-    watcher = RuleSetWatcher(
-        settings.kafka, unpack_dir=home / "rulesets", publish_status=publish_status
-    )
-    # The set in force on soc.rules wins; the configured paths serve until one is published.
-    sigma = watcher.initial()
-    if sigma is not None:
-        watcher.running(sigma.version, "soc.rules", rules_in(sigma))
-    elif settings.detector.rules_paths:
-        sigma = configured_rules(settings)
-        watcher.running(sigma.version, "rules_paths", rules_in(sigma))
-    else:
+    watcher, sigma = follow_rules(settings, producer, settings.detector.id)
+    if sigma is None:
         log.warning(
             "no rule set on %s and no detector.rules_paths: only the built-in SSH failure "
             "check runs (rules/socpipe holds it as a Sigma rule, with others)",
             topics.rules,
         )
-    watcher.start()
     consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
     handler = RawRecordHandler(
         producer,
@@ -211,6 +194,32 @@ def run(settings: Settings, stop: threading.Event) -> None:
         StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)
     finally:
         watcher.stop()
+
+
+def follow_rules(
+    settings: Settings, producer: KafkaProducer, name: str
+) -> tuple[RuleSetWatcher, SigmaDetector | None]:
+    """The rule set to start with, and a started watcher of soc.rules for the next ones.
+
+    The set in force on soc.rules wins; ``detector.rules_paths`` serves until one is
+    published. What runs (or is rejected) is reported on soc.heartbeats under ``name``.
+    """
+    heartbeats = settings.kafka.topics.heartbeats
+
+    def publish_status(status: dict[str, Any]) -> None:
+        producer.send(heartbeats, key=name.encode(), value=status_value(name, status))
+
+    home = settings.local.home or default_home()
+    watcher = RuleSetWatcher(
+        settings.kafka, unpack_dir=home / "rulesets", publish_status=publish_status
+    )
+    sigma, source = watcher.initial(), "soc.rules"
+    if sigma is None and settings.detector.rules_paths:
+        sigma, source = configured_rules(settings), "rules_paths"
+    if sigma is not None:
+        watcher.running(sigma.version, source, rules_in(sigma))
+    watcher.start()
+    return watcher, sigma
 
 
 def configured_rules(settings: Settings) -> SigmaDetector:
