@@ -80,18 +80,13 @@ class CorrelateHandler:
         longest = max((rule.timespan.seconds for rule in specs), default=0)
         return float(longest) + 60.0 + _MARGIN_S
 
-    def _correlates(self) -> bool:
-        return self.detector is not None and self.detector.correlations is not None
-
     def _engine(self, partition: int) -> CorrelationEngine | None:
-        if not self._correlates():
+        correlations = self.detector.correlations if self.detector is not None else None
+        if correlations is None:
             return None
         engine = self.engines.get(partition)
         if engine is None:
-            assert self.detector is not None and self.detector.correlations is not None
-            engine = self.engines[partition] = CorrelationEngine(
-                self.detector.correlations.correlations
-            )
+            engine = self.engines[partition] = CorrelationEngine(correlations.correlations)
         return engine
 
     def drop(self, partitions: Sequence[int]) -> None:

@@ -139,23 +139,38 @@ def refusals(report: EngineReport) -> list[str]:
     return [message for message in report.messages if "has no value" not in message]
 
 
+def manifest_of(data: bytes) -> dict[str, Any]:
+    """A bundle's manifest (``BUNDLE.json``), checked; :class:`BundleError` if it has none."""
+    with _open(data) as archive:
+        return _read_manifest(archive)
+
+
+def _open(data: bytes) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as error:
+        raise BundleError(f"not a rule-set bundle: {error}") from None
+
+
+def _read_manifest(archive: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        manifest = orjson.loads(archive.read(MANIFEST))
+    except (KeyError, orjson.JSONDecodeError) as error:
+        raise BundleError(f"bundle without a readable {MANIFEST}: {error}") from None
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if not isinstance(version, str) or not version.isalnum():
+        raise BundleError(f"{MANIFEST} has no valid version")
+    return manifest  # type: ignore[no-any-return]
+
+
 def unpack(data: bytes, into: Path) -> Unpacked:
     """Write a bundle under ``into/<version>`` (once: a version already there is reused).
 
     Raises :class:`BundleError` for anything that is not a well-formed bundle.
     """
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as error:
-        raise BundleError(f"not a rule-set bundle: {error}") from None
-    with archive:
-        try:
-            manifest = orjson.loads(archive.read(MANIFEST))
-        except (KeyError, orjson.JSONDecodeError) as error:
-            raise BundleError(f"bundle without a readable {MANIFEST}: {error}") from None
-        version = manifest.get("version") if isinstance(manifest, dict) else None
-        if not isinstance(version, str) or not version.isalnum():
-            raise BundleError(f"{MANIFEST} has no valid version")
+    with _open(data) as archive:
+        manifest = _read_manifest(archive)
+        version = manifest["version"]
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) > _MAX_FILES or sum(m.file_size for m in members) > _MAX_UNPACKED_BYTES:
             raise BundleError("bundle too large once unpacked")

@@ -165,7 +165,9 @@ class CorrelationEngine:
             for paths in (*spec.group_paths, *spec.value_paths)
             for path in paths
         }
-        self._paths = ("@timestamp", "event.id", *sorted(fields - {"@timestamp", "event.id"}))
+        # Time and id, what the correlations read, and who a hit concerns (for its detection).
+        about = ("@timestamp", "event.id", "organization.id", "labels.tier", "host.name")
+        self._paths = (*about, *sorted(fields - set(about)))
 
     @classmethod
     def restore(
@@ -245,8 +247,9 @@ class CorrelationEngine:
         return routes
 
     def projection(self, document: Mapping[str, Any]) -> dict[str, Any]:
-        """The part of an event the correlations read (time, id, group and value fields), as
-        a nested dict: what a stream carries to the worker that correlates it."""
+        """The part of an event the correlations read (time, id, group and value fields) and
+        who it concerns (agency, tier, host), as a nested dict: what a stream carries to the
+        worker that correlates it."""
         projected: dict[str, Any] = {}
         for path in self._paths:
             value = field_getter(path)(document)

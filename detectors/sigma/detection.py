@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,10 @@ from typing import Any
 import orjson
 
 from detectors.checks import entities_of
+from detectors.sigma.bundle import bundle_files, version_of
 from detectors.sigma.compiler import CompiledRule
 from detectors.sigma.correlation import CorrelationEngine
 from detectors.sigma.engine import SigmaEngine
-from detectors.sigma.fields import field_getter
 from socpipe.errors import RecordError
 from socpipe.records import Detection, DetectorRef, EcsEvent, RuleRef, Severity, stable_id
 
@@ -23,18 +22,11 @@ _LEVELS = {level.value: level for level in Severity}
 def ruleset_version(
     paths: Iterable[Path], placeholders: Mapping[str, Sequence[str]] | None = None
 ) -> str:
-    """A digest of every rule file's bytes and the placeholder values: the version that judged
-    a detection."""
-    digest = hashlib.blake2b(digest_size=8)
-    if placeholders:
-        digest.update(orjson.dumps(placeholders, option=orjson.OPT_SORT_KEYS))
-    files = sorted(
-        file for path in paths for file in ([path] if path.is_file() else path.rglob("*.yml"))
-    )
-    for file in files:
-        digest.update(str(file).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+    """The version that judged a detection: the digest a bundle of these files would have
+    (``bundle.version_of``: every rule and pipeline file, and the placeholder values), so the
+    same rules name the same version whether configured or published."""
+    present = [path for path in paths if path.exists()]  # a missing one is the loader's to report
+    return version_of(bundle_files(present), placeholders or {})
 
 
 def rule_ref(rule: CompiledRule) -> RuleRef:
@@ -123,7 +115,7 @@ class SigmaDetector:
         """For the event :meth:`evaluate` just judged: one (key, value) for ``soc.correlate``
         per correlation state it feeds. The key is the correlation and its group, so one
         correlator owns each state; the value carries the rules matched and the fields the
-        correlations read (``CorrelationEngine.projection``), with the agency and host."""
+        correlations read, with the agency and host (``CorrelationEngine.projection``)."""
         correlations = self.correlations
         if correlations is None or not self._matched:
             return []
@@ -132,14 +124,6 @@ class SigmaDetector:
         if not routes:
             return []
         projected = correlations.projection(document)
-        for path in ("organization.id", "labels.tier", "host.name"):
-            value = field_getter(path)(document)
-            if isinstance(value, str):
-                *parents, last = path.split(".")
-                node = projected
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[last] = value
         messages = []
         for state_key, group in routes:
             key = orjson.dumps([state_key, group], default=str)

@@ -9,11 +9,9 @@ from ``soc.rules`` and each detector's last word on ``soc.heartbeats`` (``detect
 from __future__ import annotations
 
 import getpass
-import io
 import os
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +22,13 @@ from kafka import KafkaConsumer, TopicPartition
 
 from detectors.reload import STATUS_KIND
 from detectors.sigma.bundle import (
-    MANIFEST,
     MAX_BUNDLE_BYTES,
     RULESET_KEY,
     Bundle,
     BundleError,
     bundle_files,
     check,
+    manifest_of,
     pack,
     refusals,
     unpack,
@@ -90,7 +88,8 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
     last = _last_values(settings, topics.rules, timeout_s)
     if last:
         try:
-            in_force = _manifest(last[-1])
+            in_force = manifest_of(last[-1])
+            in_force["files"] = len(in_force.get("files") or [])
         except BundleError as error:
             in_force = {"error": str(error)}
     latest: dict[str, dict[str, Any]] = {}
@@ -102,18 +101,6 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
         if isinstance(record, dict) and record.get("kind") == STATUS_KIND:
             latest[str(record.get("detector"))] = record
     return RulesStatus(in_force, sorted(latest.values(), key=lambda r: str(r.get("detector"))))
-
-
-def _manifest(data: bytes) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            manifest = orjson.loads(archive.read(MANIFEST))
-    except (zipfile.BadZipFile, KeyError, orjson.JSONDecodeError) as error:
-        raise BundleError(f"the record in force is not a readable bundle: {error}") from None
-    if not isinstance(manifest, dict):
-        raise BundleError("the record in force has no manifest")
-    manifest["files"] = len(manifest.get("files") or [])
-    return manifest
 
 
 def _last_values(settings: Settings, topic: str, timeout_s: float) -> list[bytes]:

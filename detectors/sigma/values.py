@@ -55,7 +55,7 @@ from sigma.types import (
     TimestampPart,
 )
 
-from detectors.sigma.fields import MISSING, field_getter, iter_scalars, value_text
+from detectors.sigma.fields import MISSING, field_getter, iter_scalars, texts_of, value_text
 
 
 class FailureReason(enum.StrEnum):
@@ -723,22 +723,10 @@ def fieldref_predicate(test: FieldRefTest) -> Callable[[Mapping[str, Any], Any],
         return text == other
 
     def refers(event: Mapping[str, Any], value: Any) -> bool:
-        texts = _folded_texts(value)
+        texts = texts_of(value)
         if not texts:
             return False
-        others = _folded_texts(get_other(event))
+        others = texts_of(get_other(event))
         return any(compare(text, other) for text in texts for other in others)
 
     return refers
-
-
-def _folded_texts(value: Any) -> list[str]:
-    if value is MISSING or value is None:
-        return []
-    items = iter_scalars(value) if type(value) is list or type(value) is tuple else (value,)
-    texts = []
-    for item in items:
-        text = value_text(item)
-        if text is not None:
-            texts.append(text.casefold())
-    return texts
