@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,41 +70,79 @@ class CheckpointStore:
 
     Raises ConfigError if the file exists but cannot be read or is not a valid checkpoint file,
     or if its directory does not exist. A missing file means no source has a checkpoint yet.
-    Not thread-safe: one worker owns the store.
+    Thread-safe: sources read it while the shipper's thread commits.
     """
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path, save_interval_s: float = 1.0) -> None:
         self.file = file
+        self.save_interval_s = save_interval_s
         self._checkpoints: dict[str, Checkpoint] = self._load()
+        self._lock = threading.Lock()
+        # Saves one at a time, so an older snapshot never replaces a newer one on disk.
+        self._save_lock = threading.Lock()
+        self._saved_at = 0.0
+        self._dirty = False
 
     def get(self, path: Path) -> Checkpoint | None:
         """The checkpoint of the source at ``path``, or None if it has none yet."""
-        return self._checkpoints.get(str(path))
+        with self._lock:
+            return self._checkpoints.get(str(path))
 
     def set(self, path: Path, checkpoint: Checkpoint) -> None:
         """Remember ``checkpoint`` for the source at ``path``; ``save()`` makes it durable."""
-        self._checkpoints[str(path)] = checkpoint
+        with self._lock:
+            self._checkpoints[str(path)] = checkpoint
+            self._dirty = True
+
+    def discard(self, path: Path) -> None:
+        """Forget the checkpoint of a source that is gone (a deleted file), so that a new file
+        that reuses its inode is not taken for it; ``save()`` makes it durable."""
+        with self._lock:
+            self._checkpoints.pop(str(path), None)
+            self._dirty = True
+
+    def save_if_due(self) -> bool:
+        """Save when ``save_interval_s`` passed since the last save; whether it saved.
+
+        A checkpoint saved late only means that a crash re-reads (and sends again, with the same
+        ids) up to a second more; an fsync per batch would cost more than the reading.
+        """
+        if not self._dirty or time.monotonic() - self._saved_at < self.save_interval_s:
+            return False
+        self.save()
+        return True
+
+    def flush(self) -> None:
+        """Save if anything changed since the last save (on a graceful stop)."""
+        if self._dirty:
+            self.save()
 
     def save(self) -> None:
         """Write every checkpoint to the file: to a temporary file beside it, synced, then renamed
         over it, so that a crash at any point leaves a whole file behind."""
-        data = orjson.dumps(
-            {path: checkpoint.to_dict() for path, checkpoint in self._checkpoints.items()},
-            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
-        )
-        directory = self.file.parent
-        fd, temp_name = tempfile.mkstemp(prefix=f".{self.file.name}.", suffix=".tmp", dir=directory)
-        temp = Path(temp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            temp.replace(self.file)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _sync_directory(directory)
+        with self._save_lock:
+            with self._lock:
+                self._dirty = False
+                self._saved_at = time.monotonic()
+                data = orjson.dumps(
+                    {path: checkpoint.to_dict() for path, checkpoint in self._checkpoints.items()},
+                    option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+                )
+            directory = self.file.parent
+            fd, temp_name = tempfile.mkstemp(
+                prefix=f".{self.file.name}.", suffix=".tmp", dir=directory
+            )
+            temp = Path(temp_name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                temp.replace(self.file)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            sync_directory(directory)
 
     def _load(self) -> dict[str, Checkpoint]:
         if not self.file.parent.is_dir():
@@ -141,9 +181,10 @@ class CheckpointStore:
         return checkpoints
 
 
-def _sync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk too. Windows cannot open a
-    # directory this way; there we rely on the file system.
+def sync_directory(directory: Path) -> None:
+    """Make the directory's entries durable (a created or renamed file is durable only once its
+    directory entry is on disk). Windows cannot open a directory this way; there the file system
+    is trusted."""
     if os.name != "posix":
         return
     fd = os.open(directory, os.O_RDONLY)

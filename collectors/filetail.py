@@ -19,7 +19,9 @@ What happens to the file:
 - rotated or replaced while the collector was stopped: the file at the path has another inode than
   the checkpoint, so it is read from its start; what was left unread in the old file is not.
 
-A line longer than ``MAX_LINE_BYTES`` is shipped cut to that length, with a warning.
+A line longer than the maker's ``max_line_bytes`` is shipped cut to that length (the rest is
+skipped up to its newline), marked ``truncated`` and counted; bytes that are not UTF-8 are shipped
+replaced, with the exact bytes in ``raw`` (``collectors.base.RecordMaker``).
 """
 
 from __future__ import annotations
@@ -28,17 +30,14 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
+from collectors.base import RecordDict, RecordMaker, received_now
 from collectors.checkpoint import Checkpoint, CheckpointStore
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef, utcnow
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 64 * 1024
-MAX_LINE_BYTES = 1024 * 1024
-_UTF8_BOM = b"\xef\xbb\xbf"
+READ_CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +47,7 @@ class TailBatch:
     ``checkpoint`` is None when there is no file at the path yet.
     """
 
-    records: list[RawRecord]
+    records: list[RecordDict]
     checkpoint: Checkpoint | None
 
 
@@ -59,22 +58,11 @@ class FileTailSource:
     committed, so the next batch starts again at the stored checkpoint.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        store: CheckpointStore,
-        *,
-        agency: AgencyRef,
-        collector: CollectorRef,
-        host: str,
-        fmt: str,
-    ) -> None:
+    def __init__(self, path: Path, store: CheckpointStore, maker: RecordMaker) -> None:
         self.path = path
         self._store = store
-        self._agency = agency
-        self._collector = collector
-        self._host = host
-        self._source = SourceRef(type="file", path=str(path), format=fmt)
+        self._maker = maker
+        self._max_line = maker.max_line_bytes
         self._file: io.FileIO | None = None
         self._device = 0
         self._inode = 0
@@ -87,6 +75,7 @@ class FileTailSource:
         # How often this file (device and inode) was truncated: part of each record's id, so
         # lines written after a copytruncate never reuse the ids of the lines they replace.
         self._generation = 0
+        self._was_at_end = True
 
     def read_batch(self, max_records: int) -> TailBatch:
         """Up to ``max_records`` complete lines read since the last batch or the stored checkpoint.
@@ -96,16 +85,23 @@ class FileTailSource:
         """
         if max_records < 1:
             raise ValueError(f"max_records must be at least 1, got {max_records}")
-        records: list[RawRecord] = []
+        records: list[RecordDict] = []
         if self._file is None and not self._open(resume=True):
             return TailBatch(records, None)
-        received = utcnow()
+        received = received_now()
+        line = self._maker.line
         while True:
             # Looked at before reading, so that whatever reached the old file before the new one
-            # had data is read before switching.
-            successor = self._path_holds_successor()
+            # had data is read before switching. Only once a read found the end: until then the
+            # file has more to give whatever the path names now.
+            looked = self._was_at_end
+            successor = looked and self._path_holds_successor()
             lines, at_end = self._read_lines(max_records - len(records), final=successor)
-            records.extend(self._record(position, raw, received) for position, raw in lines)
+            self._was_at_end = at_end
+            stream = self._stream
+            records.extend([line(stream, position, raw, received) for position, raw in lines])
+            if at_end and not looked and len(records) < max_records:
+                continue  # at the end now: look at the path, and read what came meanwhile
             if not (at_end and successor):
                 break
             log.info(
@@ -120,12 +116,13 @@ class FileTailSource:
         return TailBatch(records, self._checkpoint())
 
     def commit(self, batch: TailBatch) -> None:
-        """Store and save the batch's checkpoint: its records were acknowledged downstream."""
+        """Store the batch's checkpoint (its records were acknowledged downstream) and save the
+        store when its save interval has passed (``CheckpointStore.save_if_due``)."""
         checkpoint = batch.checkpoint
         if checkpoint is None or self._store.get(self.path) == checkpoint:
             return
         self._store.set(self.path, checkpoint)
-        self._store.save()
+        self._store.save_if_due()
 
     def close(self) -> None:
         """Close the file; the next batch opens it again and resumes at the stored checkpoint."""
@@ -232,7 +229,7 @@ class FileTailSource:
                 start = newline + 1
             del pending[:start]
             self._line_start = self._offset = self._offset + start
-            if len(lines) < limit and len(pending) > MAX_LINE_BYTES:
+            if len(lines) < limit and len(pending) > self._max_line:
                 # Ship the line's head now rather than hold an unbounded buffer for its newline.
                 # The checkpoint stays at the line's start until the newline comes, so a restart
                 # ships the head again with the same id instead of the tail as a line of its own.
@@ -247,47 +244,17 @@ class FileTailSource:
 
     # --- records ----------------------------------------------------------------------------
 
+    def unread_bytes(self) -> int:
+        """Bytes of the open file past what was read (0 when none is open): the source's lag."""
+        if self._file is None:
+            return 0
+        try:
+            return max(0, os.fstat(self._file.fileno()).st_size - self._offset)
+        except OSError:
+            return 0
+
     @property
     def _stream(self) -> str:
         # Generation 0 keeps the plain device:inode form, so ids of untruncated files are stable.
         base = f"{self._device}:{self._inode}"
         return f"{base}:{self._generation}" if self._generation else base
-
-    def _record(self, position: int, raw: bytes, received: datetime) -> RawRecord:
-        return RawRecord(
-            id=RawRecord.make_id(self._collector.id, self._source, self._stream, position),
-            agency=self._agency,
-            collector=self._collector,
-            host=self._host,
-            source=self._source,
-            received=received,
-            position=position,
-            message=self._decode(position, raw),
-        )
-
-    def _decode(self, position: int, raw: bytes) -> str:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if position == 0 and raw.startswith(_UTF8_BOM):
-            # Windows tools often begin a UTF-8 file with a byte-order mark; it is not text.
-            raw = raw[len(_UTF8_BOM) :]
-        if len(raw) > MAX_LINE_BYTES:
-            log.warning(
-                "%s: the line at byte %d is longer than %d bytes; shipping only its first %d",
-                self.path,
-                position,
-                MAX_LINE_BYTES,
-                MAX_LINE_BYTES,
-            )
-            raw = raw[: _char_boundary(raw, MAX_LINE_BYTES)]
-        return raw.decode("utf-8", errors="replace")
-
-
-def _char_boundary(data: bytes, limit: int) -> int:
-    """The largest cut at or below ``limit`` that does not split a UTF-8 character."""
-    cut = limit
-    # A UTF-8 character is at most 4 bytes: stepping back over at most 3 continuation bytes
-    # (10xxxxxx) reaches its first byte, so the cut drops a split character whole.
-    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:
-        cut -= 1
-    return cut

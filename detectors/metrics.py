@@ -6,7 +6,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-Outcome = Literal["parsed", "unparsed", "dead_lettered"]
+Outcome = Literal["parsed", "unparsed", "dead_lettered", "spoofed"]
 
 
 class DetectorMetrics:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from kafka import KafkaProducer
 
 from detectors.checks import Check, FailedPasswordCheck
@@ -26,13 +27,30 @@ from detectors.sigma.detection import SigmaDetector, ruleset_version
 from detectors.sigma.hunt import build_hunter
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.errors import RecordError
-from socpipe.kafka import ensure_topics, make_consumer, make_producer
+from socpipe.kafka import (
+    agency_of_topic,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    raw_topics_pattern,
+)
 from socpipe.localservices import default_home
 from socpipe.records import RawBatch, encode_document
 from socpipe.settings import DetectorSettings, Settings
 from socpipe.stream import StreamLoop
 
 log = logging.getLogger(__name__)
+
+# The header collectors put on every message (collectors.shipper.KIND_HEADER): raw or heartbeat.
+KIND_HEADER = "socpipe-kind"
+HEARTBEAT_KIND = b"heartbeat"
+
+
+def _kind(message: Any) -> bytes | None:
+    for name, value in message.headers or ():
+        if name == KIND_HEADER:
+            return bytes(value)
+    return None
 
 
 def build_normalizer(settings: DetectorSettings) -> Normalizer:
@@ -64,8 +82,12 @@ class RawRecordHandler:
         metrics: DetectorMetrics | None = None,
         sigma: SigmaDetector | None = None,
         rules: RuleSetWatcher | None = None,
+        raw_topic: str = "soc.raw",
+        heartbeats_topic: str = "soc.heartbeats",
     ) -> None:
         self.producer = producer
+        self.raw_topic = raw_topic
+        self.heartbeats_topic = heartbeats_topic
         self.dlq = dlq
         self.events_topic = events_topic
         self.detections_topic = detections_topic
@@ -81,6 +103,11 @@ class RawRecordHandler:
         self._swap_rules()
         for message in messages:
             where = f"{message.topic}/{message.partition}@{message.offset}"
+            # Only this agency's credential can write this topic (None: the SOC's own soc.raw).
+            claimed = agency_of_topic(self.raw_topic, message.topic)
+            if _kind(message) == HEARTBEAT_KIND:
+                futures.append(self._heartbeat(message, claimed, where))
+                continue
             try:
                 batch = RawBatch.from_json(message.value, where=where)
             except RecordError as exc:
@@ -93,7 +120,26 @@ class RawRecordHandler:
                         offset=message.offset,
                     )
                 )
-                self.metrics.count("unknown", "unknown", "dead_lettered")
+                self.metrics.count(claimed or "unknown", "unknown", "dead_lettered")
+                continue
+            if claimed is not None and (
+                strangers := sorted({r.agency.id for r in batch.records} - {claimed})
+            ):
+                # A collector that speaks for another agency is not trusted with any record of
+                # the message: all of it goes to the DLQ, for the SOC to look into.
+                futures.append(
+                    self.dlq.send(
+                        f"{where}: records claim agency {', '.join(strangers)} but came on "
+                        f"{message.topic}, which only agency {claimed}'s credential can write; "
+                        f"the whole message ({len(batch.records)} records) is refused",
+                        message.value,
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
+                        agency=claimed,
+                    )
+                )
+                self.metrics.count(claimed, "unknown", "spoofed")
                 continue
             for raw in batch.records:
                 normalized = self.normalizer.normalize(raw)
@@ -142,6 +188,41 @@ class RawRecordHandler:
                     )
         return futures
 
+    def _heartbeat(self, message: Any, claimed: str | None, where: str) -> Any:
+        """Pass a collector's heartbeat on to soc.heartbeats once its agency is the topic's."""
+        try:
+            beat = orjson.loads(message.value)
+            agency = beat["agency"]["id"]
+            collector = beat["collector"]["id"]
+            if not isinstance(agency, str) or not isinstance(collector, str):
+                raise TypeError("agency.id and collector.id must be strings")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            reason = f"{where}: not a collector heartbeat: {type(exc).__name__}: {exc}"
+            return self.dlq.send(
+                reason,
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                agency=claimed,
+            )
+        if claimed is not None and agency != claimed:
+            return self.dlq.send(
+                f"{where}: a heartbeat claims agency {agency} but came on {message.topic}, "
+                f"which only agency {claimed}'s credential can write",
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                agency=claimed,
+            )
+        beat["via"] = message.topic
+        return self.producer.send(
+            self.heartbeats_topic,
+            key=f"collector/{agency}/{collector}".encode(),
+            value=orjson.dumps(beat),
+        )
+
     def _swap_rules(self) -> None:
         """Take a newly published rule set, between batches: one set judges a whole batch."""
         if self.rules is None:
@@ -175,7 +256,14 @@ def run(settings: Settings, stop: threading.Event) -> None:
             "check runs (rules/socpipe holds it as a Sigma rule, with others)",
             topics.rules,
         )
-    consumer = make_consumer(settings.kafka, settings.detector.group_id, [topics.raw])
+    # soc.raw and every agency's soc.raw.<agency>, also those provisioned while running.
+    consumer = make_consumer(
+        settings.kafka,
+        settings.detector.group_id,
+        [],
+        pattern=raw_topics_pattern(topics.raw),
+        metadata_max_age_ms=5_000,
+    )
     handler = RawRecordHandler(
         producer,
         DeadLetterWriter(producer, topics.dlq, "detect"),
@@ -188,8 +276,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
         metrics=metrics,
         sigma=sigma,
         rules=watcher,
+        raw_topic=topics.raw,
+        heartbeats_topic=topics.heartbeats,
     )
-    log.info("detecting from %s", topics.raw)
+    log.info("detecting from %s and %s.<agency>", topics.raw, topics.raw)
     try:
         StreamLoop(consumer, producer, handler, max_records=settings.detector.batch_size).run(stop)
     finally:

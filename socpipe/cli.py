@@ -38,6 +38,16 @@ rules_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(rules_app, name="rules")
+collect_app = typer.Typer(
+    help="An agency's collector: files, .evtx, syslog and HTTP to Kafka (`collect check` first).",
+    invoke_without_command=True,
+)
+app.add_typer(collect_app, name="collect")
+agency_app = typer.Typer(
+    help="Agencies on the SOC's Kafka: a SCRAM credential and a topic of their own each.",
+    no_args_is_help=True,
+)
+app.add_typer(agency_app, name="agency")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -58,11 +68,14 @@ class _StageModule(Protocol):
 
 def _settings(config: Path | None) -> Settings:
     settings = load_settings(config)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        from socpipe.logjson import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     # These libraries log every connection or request at INFO.
     for chatty in ("kafka", "httpx", "elastic_transport"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -158,20 +171,141 @@ def topics(config: ConfigOption = None) -> None:
     console.print(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
-@app.command("collect")
+@collect_app.callback()
 def collect(
-    paths: Annotated[
-        list[Path] | None, typer.Argument(help="files to tail (default: collector.paths)")
+    ctx: typer.Context,
+    path: Annotated[
+        list[Path] | None,
+        typer.Option("--path", "-p", help="a file to tail (repeatable; adds to collector.paths)"),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Tail files and ship their lines to soc.raw."""
+    """Run the collector: its sources, the disk spool while Kafka is away, heartbeats."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = _settings(config)
-    if paths:
+    if path:
         settings = settings.model_copy(
-            update={"collector": settings.collector.model_copy(update={"paths": paths})}
+            update={
+                "collector": settings.collector.model_copy(
+                    update={"paths": [*settings.collector.paths, *path]}
+                )
+            }
         )
     _run_stage("collectors.worker", settings)
+
+
+@collect_app.command("check")
+def collect_check(
+    config: ConfigOption = None,
+    kafka_timeout: Annotated[float, typer.Option(help="seconds to wait for Kafka's answer")] = 15.0,
+) -> None:
+    """Validate the collector's configuration and test its sources, disk and Kafka credential."""
+    from collectors.check import ready, run_checks
+
+    settings = _settings(config)
+    checks = run_checks(settings, kafka_timeout_s=kafka_timeout)
+    table = Table("check", "verdict", "detail")
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for check in checks:
+        table.add_row(check.what, f"[{colours[check.verdict]}]{check.verdict}", check.detail)
+    Console().print(table)
+    failed = [c for c in checks if c.verdict == "fail"]
+    if ready(checks):
+        Console().print("[green]ready[/green]: this collector can run and ship")
+        return
+    Console().print(f"[red]not ready[/red]: {len(failed)} check(s) failed")
+    raise typer.Exit(1)
+
+
+@agency_app.command("add")
+def agency_add(
+    agency_id: Annotated[str, typer.Argument(help="the agency id (as in agency.id)")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="read the password from this file; if it does not exist, a new password is "
+            "written to it (mode 0600)"
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Provision an agency: its credential, its topic soc.raw.<id>, and the ACLs that let the
+    credential write only that topic. Again for an agency changes its password."""
+    from socpipe.agencies import AgencyError, generate_password, provision_agency
+
+    settings = _settings(config)
+    shown = False
+    if password_file is not None and password_file.exists():
+        password = password_file.read_text(encoding="utf-8").strip()
+    else:
+        password = generate_password()
+        if password_file is not None:
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as secret:
+                secret.write(password + "\n")
+        else:
+            shown = True
+    try:
+        result = provision_agency(settings.kafka, agency_id, password)
+    except AgencyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out = Console()
+    out.print(
+        f"agency {result.agency_id}: credential {result.credential} for {result.principal}; "
+        f"topic {result.topic}{' (created)' if result.topic_created else ''}"
+    )
+    for grant in result.grants_added:
+        out.print(f"  granted {grant}")
+    for grant in result.grants_removed:
+        out.print(f"  removed {grant}")
+    if shown:
+        out.print(f"password (shown once; give it to the agency): {password}")
+    elif password_file is not None:
+        out.print(f"password in {password_file}")
+
+
+@agency_app.command("revoke")
+def agency_revoke(
+    agency_id: Annotated[str, typer.Argument(help="the agency id")],
+    config: ConfigOption = None,
+) -> None:
+    """Take an agency's access away (its ACLs and credential); its topic and data stay."""
+    from socpipe.agencies import AgencyError, revoke_agency
+
+    settings = _settings(config)
+    try:
+        result = revoke_agency(settings.kafka, agency_id)
+    except AgencyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    out = Console()
+    out.print(
+        f"agency {result.agency_id}: credential "
+        f"{'removed' if result.credential_removed else 'was absent'}"
+    )
+    for grant in result.grants_removed:
+        out.print(f"  removed {grant}")
+
+
+@agency_app.command("list")
+def agency_list(config: ConfigOption = None) -> None:
+    """The agencies' credentials and what each may do."""
+    from socpipe.agencies import AgencyError, describe_agencies
+
+    settings = _settings(config)
+    try:
+        agencies = describe_agencies(settings.kafka)
+    except AgencyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table("user", "mechanisms", "grants")
+    for access in agencies:
+        table.add_row(
+            access.user, ", ".join(access.mechanisms), "\n".join(str(g) for g in access.grants)
+        )
+    Console().print(table)
 
 
 @app.command("parse")

@@ -190,7 +190,7 @@ class DemoRun:
             log_path.touch()
             self._spawn(
                 f"collect-{agency.id}",
-                ["collect", str(log_path)],
+                ["collect", "--path", str(log_path)],
                 config,
                 {
                     "SOCPIPE_AGENCY__ID": agency.id,

@@ -2,6 +2,8 @@
 
 SocpipeError
 ├── ConfigError        a setting or config file is wrong; the message names the key's path
+│   └── SpoolCorruptError   (collectors.spool) a spool segment or its state is damaged
+├── AgencyError        (socpipe.agencies) an agency id or password refused, or the broker's refusal
 ├── RecordError        a record cannot be decoded or fails its schema; says which and why
 └── ServiceError       a local service (Kafka, Elasticsearch) did not start or answer;
                        the message names its log file

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from socpipe.errors import ConfigError
 from socpipe.settings import KafkaSettings, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,22 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.sasl_username
         if settings.sasl_password is not None:
             options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+        elif settings.sasl_password_file is not None:
+            options["sasl_plain_password"] = read_secret_file(
+                settings.sasl_password_file, "kafka.sasl_password_file"
+            )
     return options
+
+
+def read_secret_file(path: Path, key: str) -> str:
+    """The secret in ``path`` (one line, surrounding whitespace dropped); ConfigError if absent."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
@@ -48,16 +66,25 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         linger_ms=20,
         max_in_flight_requests_per_connection=1,
         compression_type=None if settings.compression == "none" else settings.compression,
-        max_request_size=8 * 1024 * 1024,
+        max_request_size=16 * 1024 * 1024 + 64 * 1024,
     )
     options.update(overrides)
     return KafkaProducer(**options)
 
 
 def make_consumer(
-    settings: KafkaSettings, group_id: str, topics: Iterable[str], **overrides: Any
+    settings: KafkaSettings,
+    group_id: str,
+    topics: Iterable[str],
+    *,
+    pattern: str | None = None,
+    **overrides: Any,
 ) -> KafkaConsumer:
-    """A consumer in ``group_id`` that commits only when told to (after the next hop acked)."""
+    """A consumer in ``group_id`` that commits only when told to (after the next hop acked).
+
+    With ``pattern`` (a regular expression over topic names) it follows every matching topic,
+    including those created later (found within ``metadata_max_age_ms``), instead of ``topics``.
+    """
     options = client_options(settings)
     options.update(
         group_id=group_id,
@@ -69,8 +96,24 @@ def make_consumer(
     )
     options.update(overrides)
     consumer = KafkaConsumer(**options)
-    consumer.subscribe(list(topics))
+    if pattern is not None:
+        consumer.subscribe(pattern=pattern)
+    else:
+        consumer.subscribe(list(topics))
     return consumer
+
+
+def raw_topics_pattern(raw: str) -> str:
+    """The topics detectors read: ``raw`` itself and every agency's ``<raw>.<agency id>``."""
+    return rf"^{re.escape(raw)}(\.[a-z0-9][a-z0-9-]{{1,62}})?$"
+
+
+def agency_of_topic(raw: str, topic: str) -> str | None:
+    """The agency whose credential alone may write ``topic`` (``<raw>.<agency>``); None for
+    ``raw`` itself, which only the SOC's own processes write."""
+    if topic.startswith(raw + "."):
+        return topic[len(raw) + 1 :]
+    return None
 
 
 def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
@@ -97,7 +140,7 @@ def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -
                     name=topic,
                     num_partitions=spec.partitions,
                     replication_factor=spec.replication_factor,
-                    topic_configs=_topic_configs(spec),
+                    topic_configs=topic_configs(spec),
                 )
             )
         created: list[str] = []
@@ -128,7 +171,8 @@ def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None) -
         admin.close()
 
 
-def _topic_configs(spec: TopicSpec) -> dict[str, str]:
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    """The topic-level configs of ``spec``, as Kafka's admin API takes them."""
     configs = {"retention.ms": str(spec.retention_ms), "cleanup.policy": spec.cleanup_policy}
     if spec.max_message_bytes is not None:
         configs["max.message.bytes"] = str(spec.max_message_bytes)

@@ -9,12 +9,18 @@ second run downloads nothing. Layout of the state directory (``local.home``; by 
     cache/downloads/              the Elasticsearch integ-test zip
     elasticsearch-<v>/            the unpacked zip, owned by the Elasticsearch user
     conf/                         generated server.properties and Elasticsearch's config copy
+    tls/                          the local CA and the agency listener's certificate (tlsfiles)
     data/kafka, data/elasticsearch
     logs/kafka.out, logs/elasticsearch.out, logs/kafka/, logs/elasticsearch/
     run/kafka.pid, run/elasticsearch.pid
 
 Elasticsearch refuses to run as root, so when we are root it runs as a system user
 (``local.es_user``, created on first use).
+
+Kafka has two client listeners: PLAINTEXT on ``local.kafka_port`` for the SOC's own processes
+(unauthenticated, all-powerful, loopback only) and AGENCY, SASL_SSL with SCRAM-SHA-512 on
+``kafka_port + 2``, where each agency's user may only write its own raw topic (socpipe/agencies.py,
+docs/agencies.md). Collectors trust ``LocalServices.ca_file`` and connect to ``agency_bootstrap``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import httpx
 
 from socpipe.errors import ServiceError
 from socpipe.settings import LocalServicesSettings
+from socpipe.tlsfiles import CA_FILE, ServerTls, ensure_server_tls
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,30 @@ class LocalServices:
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.settings.kafka_port}"
+
+    @property
+    def agency_port(self) -> int:
+        """The SASL_SSL listener of the agencies' collectors."""
+        return self.settings.kafka_agency_port
+
+    @property
+    def agency_bootstrap(self) -> str:
+        """``host:port`` of the agency listener (SASL_SSL, SCRAM-SHA-512)."""
+        return f"127.0.0.1:{self.agency_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The local CA certificate that agency clients trust (made by ``up``)."""
+        return self.tls_dir / CA_FILE
+
+    @property
+    def kafka_properties(self) -> Path:
+        """The broker's generated configuration."""
+        return self.home / "conf" / "server.properties"
 
     @property
     def es_url(self) -> str:
@@ -257,7 +288,9 @@ class LocalServices:
         progress: Callable[[str], None] = lambda _msg: None,
         names: Sequence[str] = SERVICES,
     ) -> list[ServiceStatus]:
-        """Start the named services that do not answer yet and wait until they do. Idempotent."""
+        """Start the named services that do not answer yet and wait until they do; restart a
+        Kafka we started whose server.properties would now differ (a new template, ports or
+        certificate). Idempotent."""
         unknown = sorted(set(names) - set(SERVICES))
         if unknown:
             raise ServiceError(
@@ -269,11 +302,16 @@ class LocalServices:
         self.fetch()
         started: dict[str, subprocess.Popen[bytes]] = {}
         if "kafka" in names:
-            if self._kafka_healthy():
-                progress(f"Kafka already answers at {self.kafka_bootstrap}")
-            else:
+            properties = self.render_kafka_properties(ensure_server_tls(self.tls_dir))
+            if not self._kafka_healthy():
                 progress(f"starting Kafka {self.versions.kafka}")
-                started["kafka"] = self._start_kafka()
+                started["kafka"] = self._start_kafka(properties)
+            elif self._pid("kafka") is not None and self._kafka_properties_differ(properties):
+                progress("Kafka's configuration changed: restarting it")
+                self._stop("kafka")
+                started["kafka"] = self._start_kafka(properties)
+            else:
+                progress(f"Kafka already answers at {self.kafka_bootstrap}")
         if "elasticsearch" in names:
             if self._es_healthy():
                 progress(f"Elasticsearch already answers at {self.es_url}")
@@ -333,22 +371,36 @@ class LocalServices:
             raise ServiceError("no java on PATH; install a JDK 17+ or set local.java_home")
         return found
 
-    def _start_kafka(self) -> subprocess.Popen[bytes]:
+    def render_kafka_properties(self, tls: ServerTls) -> str:
+        """The broker's server.properties: the template filled in for these settings and
+        certificate."""
+        template = string.Template((self.deploy_dir / "kafka" / "server.properties").read_text())
+        return template.substitute(
+            kafka_port=self.settings.kafka_port,
+            controller_port=self.settings.kafka_controller_port,
+            agency_port=self.agency_port,
+            log_dirs=self.home / "data" / "kafka",
+            tls_keystore=tls.keystore_file,
+            tls_fingerprint=f"sha256 {tls.fingerprint}",
+        )
+
+    def _kafka_properties_differ(self, properties: str) -> bool:
+        """Whether the running broker was started with other properties than ``properties``."""
+        try:
+            return self.kafka_properties.read_text() != properties
+        except OSError:
+            return True
+
+    def _start_kafka(self, properties: str) -> subprocess.Popen[bytes]:
         self._stop_stale("kafka")
-        conf_dir = self.home / "conf"
         data_dir = self.home / "data" / "kafka"
         logs_dir = self.home / "logs" / "kafka"
         data_dir.mkdir(parents=True, exist_ok=True)
         logs_dir.mkdir(parents=True, exist_ok=True)
-        template = string.Template((self.deploy_dir / "kafka" / "server.properties").read_text())
-        props = conf_dir / "server.properties"
-        props.write_text(
-            template.substitute(
-                kafka_port=self.settings.kafka_port,
-                controller_port=self.settings.kafka_controller_port,
-                log_dirs=data_dir,
-            )
-        )
+        props = self.kafka_properties
+        # Listeners, SASL and the authorizer are read at start: a data directory formatted
+        # under an older template needs no new format.
+        props.write_text(properties)
         java = self._java(self.settings.java_home)
         classpath = f"{self.kafka_libs}/*"
         log_opts = [
@@ -436,7 +488,16 @@ class LocalServices:
 
     def down(self) -> list[str]:
         """Stop both services; returns the names that were running."""
-        return [name for name in SERVICES if self._stop(name)]
+        return self.stop(SERVICES)
+
+    def stop(self, names: Sequence[str]) -> list[str]:
+        """Stop the named services (those started by ``up``); returns those that were running."""
+        unknown = sorted(set(names) - set(SERVICES))
+        if unknown:
+            raise ServiceError(
+                f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}"
+            )
+        return [name for name in SERVICES if name in names and self._stop(name)]
 
     def _stop(self, name: str, timeout_s: float = 60.0) -> bool:
         pid = self._pid(name)

@@ -106,6 +106,11 @@ class SourceRef(_Part):
     path: str | None = None
     port: int | None = None
     format: str
+    # Where a pushed record came from: the sending address of a syslog frame, the client of an
+    # HTTP request; and how (udp, tcp, tls, http, https) or which token name authenticated it.
+    peer: str | None = None
+    protocol: str | None = None
+    token: str | None = None
 
 
 class RawRecord(Record):
@@ -121,6 +126,10 @@ class RawRecord(Record):
     position: int = Field(ge=0)
     message: str | None = None
     data: dict[str, Any] | None = None
+    # The exact bytes, base64, when ``message`` had to replace bytes that are not UTF-8.
+    raw: str | None = None
+    # The full length in bytes of a line shipped cut to the collector's limit.
+    truncated: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
@@ -133,9 +142,12 @@ class RawRecord(Record):
         """Deterministic from collector, source and position, so a replay reproduces it.
 
         ``stream`` names the instance of the source (a file's device and inode), so that a
-        rotated file does not reuse the ids of the one before it.
+        rotated file does not reuse the ids of the one before it. The id is 20 hex digits of a
+        digest of collector, source and stream, then the position in (at least) 12 hex digits:
+        unique per position, and cheap for a collector to make for every line.
         """
-        return stable_id(collector_id, source.type, source.path or source.port, stream, position)
+        prefix = stable_id(collector_id, source.type, source.path or source.port, stream)[:20]
+        return f"{prefix}{position:012x}"
 
 
 class RawBatch(Record):

@@ -12,11 +12,19 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -79,7 +87,9 @@ class Topics(_Section):
 
 def _default_topic_specs() -> dict[str, TopicSpec]:
     return {
-        "raw": TopicSpec(partitions=6),
+        # A record of a 1 MiB line of binary garbage is several MiB of JSON (escapes, and the
+        # exact bytes in base64): raw messages may be large.
+        "raw": TopicSpec(partitions=6, max_message_bytes=16 * 1024 * 1024),
         "events": TopicSpec(partitions=6),
         "detections": TopicSpec(partitions=3),
         "dlq": TopicSpec(partitions=1, retention_ms=30 * 24 * 3600 * 1000),
@@ -103,6 +113,8 @@ class KafkaSettings(_Section):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # Read at start when set (a file only root and the collector's user can read).
+    sasl_password_file: Path | None = None
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -162,16 +174,120 @@ class AgencySettings(_Section):
     name: str = ""
 
 
-class CollectorSettings(_Section):
-    """One collector process: who it is, what it tails, where it keeps its checkpoints."""
+class TlsServerSettings(_Section):
+    """TLS of a listening source: its certificate and key (PEM); with ``client_cafile`` the
+    clients must present a certificate signed by that CA."""
 
-    id: str = "collector-1"
+    certfile: Path
+    keyfile: Path
+    client_cafile: Path | None = None
+
+
+class FileSourceSettings(_Section):
+    """Files to tail: paths or globs (``/var/log/nginx/*.log``), looked up again every
+    ``rescan_s`` so files that appear later are picked up."""
+
+    type: Literal["file"] = "file"
+    paths: list[str] = Field(min_length=1)
+    format: str = "syslog"
+    exclude: list[str] = Field(default_factory=list)
+    rescan_s: float = Field(default=10.0, gt=0)
+
+
+class SyslogSourceSettings(_Section):
+    """A syslog listener: RFC 3164 or 5424 over UDP, TCP or TLS (octet-counting or newline
+    framing, detected per frame)."""
+
+    type: Literal["syslog"] = "syslog"
+    protocol: Literal["udp", "tcp", "tls"] = "udp"
+    bind: str = "0.0.0.0"  # noqa: S104 - a syslog receiver listens for the machines it serves
+    port: int = Field(default=514, ge=0, le=65535)
+    format: str = "syslog"
+    tls: TlsServerSettings | None = None
+    max_frame_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_connections: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_matches_protocol(self) -> Self:
+        if (self.protocol == "tls") != (self.tls is not None):
+            raise ValueError("protocol tls needs tls (certfile, keyfile); tls needs protocol tls")
+        return self
+
+
+class EvtxSourceSettings(_Section):
+    """Windows event logs: .evtx files, and folders watched for new .evtx files."""
+
+    type: Literal["evtx"] = "evtx"
+    paths: list[str] = Field(min_length=1)
+    format: str = "winlog.evtx"
+    rescan_s: float = Field(default=10.0, gt=0)
+
+
+class HttpToken(_Section):
+    """A client of the HTTP source: a name (recorded on its records) and its bearer token,
+    given inline (from the environment) or in a file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    token: SecretStr | None = Field(default=None, min_length=16)
+    token_file: Path | None = None
+
+
+class HttpSourceSettings(_Section):
+    """HTTP JSON ingest: POST one object, an array, or NDJSON (optionally gzip) with a bearer
+    token of one of ``tokens``."""
+
+    type: Literal["http"] = "http"
+    bind: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    path: str = "/ingest"
+    format: str = "auto"
+    tls: TlsServerSettings | None = None
+    tokens: list[HttpToken] = Field(min_length=1)
+    # Below the raw topic's message limit, so one object always fits in a Kafka message.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=15 * 1024 * 1024)
+    max_connections: int = Field(default=64, ge=1)
+
+
+SourceSettings = Annotated[
+    FileSourceSettings | SyslogSourceSettings | EvtxSourceSettings | HttpSourceSettings,
+    Field(discriminator="type"),
+]
+
+
+class SpoolSettings(_Section):
+    """The disk spool that holds batches while Kafka is away: bounded, drained in order."""
+
+    # Default: ``spool-<collector id>`` beside the checkpoint file (one spool per collector:
+    # a spool directory is locked by the collector that uses it).
+    dir: Path | None = None
+    # At least 64 MiB: a single message (one record of a long line of binary garbage) may be
+    # several MiB.
+    max_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)
+    segment_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+
+
+class CollectorSettings(_Section):
+    """One collector process: who it is, what it reads, how it ships, where it keeps state.
+
+    ``paths`` and ``format`` are a shorthand for one file source."""
+
+    id: str = Field(default="collector-1", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     host: str = Field(default_factory=lambda: os.uname().nodename)
     paths: list[Path] = Field(default_factory=list)
     format: str = "syslog"
+    sources: list[SourceSettings] = Field(default_factory=list)
     checkpoint_file: Path = Path("socpipe-checkpoints.json")
-    batch_size: int = Field(default=500, ge=1, le=100_000)
+    spool: SpoolSettings = SpoolSettings()
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=900 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    max_line_bytes: int = Field(default=1024 * 1024, ge=1024, le=32 * 1024 * 1024)
     poll_interval_s: float = Field(default=0.5, gt=0)
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    # How long a batch may wait for Kafka's acknowledgement before it goes to the spool.
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+    # The raw topic is ``<kafka.topics.raw>.<agency id>``: an agency's credential may write only
+    # its own topic. Off only for a collector inside the SOC writing soc.raw itself.
+    agency_topic: bool = True
 
 
 class FormatOptions(_Section):
@@ -261,6 +377,8 @@ class LocalServicesSettings(_Section):
     home: Path | None = None
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    # The agencies' listener: SASL_SSL with SCRAM-SHA-512 (docs/agencies.md).
+    kafka_agency_port: int = Field(default=9094, ge=1, le=65535)
     kafka_heap: str = Field(default="768m", pattern=r"^\d+[mg]$")
     es_port: int = Field(default=9200, ge=1, le=65535)
     es_transport_port: int = Field(default=9300, ge=1, le=65535)
@@ -282,6 +400,9 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line (time, level, logger, message, and the exception), for
+    # journald and log shippers; text: for a terminal.
+    log_format: Literal["text", "json"] = "text"
     kafka: KafkaSettings = KafkaSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
     agency: AgencySettings = AgencySettings()

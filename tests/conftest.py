@@ -62,7 +62,13 @@ def _cleanup(settings: Settings) -> None:
     with contextlib.suppress(KafkaError, OSError):
         admin = make_admin(settings.kafka)
         try:
-            mine = set(settings.kafka.topics.all().values()) & set(admin.list_topics())
+            raw = settings.kafka.topics.raw
+            mine = {
+                topic
+                for topic in admin.list_topics()
+                # The pipeline's topics, and the agency topics soc.raw.<agency> collectors made.
+                if topic in settings.kafka.topics.all().values() or topic.startswith(raw + ".")
+            }
             if mine:
                 admin.delete_topics(sorted(mine))
         finally:

@@ -96,7 +96,7 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     running, settings, port = stages
     auth_log = tmp_path / "auth.log"
     auth_log.touch()
-    running.start("collect", "collect", str(auth_log))
+    running.start("collect", "collect", "--path", str(auth_log))
     running.start("detect", "detect")
     running.start("alert", "alert")
     running.start("api", "api")
@@ -186,6 +186,7 @@ def test_sshd_lines_become_one_alert_through_every_stage(
     running.start(
         "collect-windows",
         "collect",
+        "--path",
         str(winlog),
         env={
             "SOCPIPE_AGENCY__ID": "so-noi-vu",

@@ -15,6 +15,7 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class DoneFuture:
@@ -33,9 +34,15 @@ class InMemoryProducer:
 
     sent: dict[str, list[Message]] = field(default_factory=dict)
 
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> Any:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes = b"",
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
         queue = self.sent.setdefault(topic, [])
-        message = Message(topic, 0, len(queue), key, value)
+        message = Message(topic, 0, len(queue), key, value, tuple(headers or ()))
         queue.append(message)
         return DoneFuture(message)
 

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Backend = Literal["env", "testcontainers", "local"]
 ENV_VARS = {
@@ -43,6 +43,10 @@ def choose_backend(
     if docker_probe():
         return "testcontainers"
     return "local"
+
+
+# The containers started for this run, for tests that must take a service away for a while.
+_CONTAINERS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ def provide_endpoints(
 
         container = stack.enter_context(KafkaContainer().with_kraft())
         kafka = container.get_bootstrap_server()
+        _CONTAINERS["kafka"] = container
     else:
         assert local is not None
         kafka = local.kafka_bootstrap
@@ -100,3 +105,34 @@ def provide_endpoints(
         assert local is not None
         elasticsearch = local.es_url
     return Endpoints(kafka, elasticsearch, kafka_backend, es_backend)
+
+
+@contextlib.contextmanager
+def kafka_outage(endpoints: Endpoints) -> Iterator[None]:
+    """Kafka is away inside the block and answers again after it.
+
+    The local Kafka is stopped (SIGTERM, as an operator or a crash of the link would end it) and
+    started again; a container is paused and unpaused (its clients see a dead link). A Kafka given
+    by address cannot be taken away by the tests: those tests are skipped, saying so.
+    """
+    if endpoints.kafka_backend == "env":
+        import pytest
+
+        pytest.skip("Kafka given by SOCPIPE_TEST_KAFKA_BOOTSTRAP cannot be stopped by a test")
+    if endpoints.kafka_backend == "testcontainers":
+        wrapped = _CONTAINERS["kafka"].get_wrapped_container()
+        wrapped.pause()
+        try:
+            yield
+        finally:
+            wrapped.unpause()
+        return
+    from socpipe.localservices import LocalServices
+    from socpipe.settings import load_settings
+
+    local = LocalServices(load_settings().local)
+    local.stop(["kafka"])
+    try:
+        yield
+    finally:
+        local.up(names=["kafka"])

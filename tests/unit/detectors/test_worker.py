@@ -12,7 +12,16 @@ from detectors.sigma.detection import SigmaDetector
 from detectors.sigma.hunt import build_engine
 from detectors.worker import RawRecordHandler
 from socpipe.deadletter import DeadLetterWriter
-from socpipe.records import DeadLetter, Detection, EcsEvent, RawBatch, RawRecord, SourceRef
+from socpipe.records import (
+    AgencyRef,
+    DeadLetter,
+    Detection,
+    EcsEvent,
+    RawBatch,
+    RawRecord,
+    SourceRef,
+)
+from socpipe.settings import Tier
 from tests.support.kafka_double import InMemoryProducer, Message
 
 
@@ -138,3 +147,74 @@ def test_a_published_rule_set_takes_over_between_batches() -> None:
     assert second.rule.title == "SSH authentication failure"
     assert published.running_versions == ["v2"]
     assert len(producer.sent["detections"]) == 2  # one rule set per batch: not matched twice
+
+
+# --- agency identity: a topic speaks for one agency ---------------------------------------------
+
+
+def test_records_claiming_another_agency_than_their_topic_go_to_the_dlq_whole() -> None:
+    producer = InMemoryProducer()
+    metrics = DetectorMetrics()
+    honest = RawBatch(records=[raw_record(0, LINES[0])])
+    spoofed_record = raw_record(100, LINES[0]).model_copy(
+        update={"agency": AgencyRef(id="so-tai-chinh", tier=Tier.PROVINCE)}
+    )
+    spoofed = RawBatch(records=[raw_record(200, LINES[1]), spoofed_record])
+
+    handler(producer, metrics)(
+        [
+            Message("soc.raw.phuong-phuc-xa", 0, 1, b"k", honest.to_json()),
+            Message("soc.raw.phuong-phuc-xa", 0, 2, b"k", spoofed.to_json()),
+        ]
+    )
+
+    # The honest batch is judged; nothing of the spoofed one is, not even its honest record.
+    assert len(producer.sent["events"]) == 1
+    (letter,) = [DeadLetter.from_json(m.value) for m in producer.sent["dlq"]]
+    assert "so-tai-chinh" in letter.reason
+    assert "soc.raw.phuong-phuc-xa" in letter.reason
+    assert letter.agency == "phuong-phuc-xa"
+    assert letter.offset == 2
+    assert metrics.value("phuong-phuc-xa", "unknown", "spoofed") == 1
+
+
+def test_records_on_the_socs_own_raw_topic_may_name_any_agency() -> None:
+    producer = InMemoryProducer()
+    batch = RawBatch(records=[raw_record(0, LINES[0])])
+    handler(producer)([Message("soc.raw", 0, 1, b"k", batch.to_json())])
+    assert len(producer.sent["events"]) == 1
+    assert "dlq" not in producer.sent
+
+
+def heartbeat(agency: str) -> bytes:
+    return orjson.dumps(
+        {
+            "v": 1,
+            "kind": "collector",
+            "agency": {"id": agency, "tier": "commune"},
+            "collector": {"id": "c1", "version": "0.1.0"},
+            "sources": [{"name": "file:/var/log/auth.log", "read": 5, "sent": 5}],
+        }
+    )
+
+
+def test_heartbeats_are_passed_on_only_for_the_topics_agency() -> None:
+    producer = InMemoryProducer()
+    kind = (("socpipe-kind", b"heartbeat"),)
+    handler(producer)(
+        [
+            Message("soc.raw.phuong-phuc-xa", 0, 1, b"k", heartbeat("phuong-phuc-xa"), kind),
+            Message("soc.raw.phuong-phuc-xa", 0, 2, b"k", heartbeat("so-tai-chinh"), kind),
+            Message("soc.raw.phuong-phuc-xa", 0, 3, b"k", b"{not json", kind),
+        ]
+    )
+    (passed,) = producer.sent["soc.heartbeats"]
+    assert passed.key == b"collector/phuong-phuc-xa/c1"
+    beat = orjson.loads(passed.value)
+    assert beat["via"] == "soc.raw.phuong-phuc-xa"
+    assert beat["sources"][0]["sent"] == 5
+    reasons = [DeadLetter.from_json(m.value).reason for m in producer.sent["dlq"]]
+    assert len(reasons) == 2
+    assert "claims agency so-tai-chinh" in reasons[0]
+    assert "not a collector heartbeat" in reasons[1]
+    assert "events" not in producer.sent
