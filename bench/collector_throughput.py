@@ -37,7 +37,7 @@ from socpipe.localservices import LocalServices
 from socpipe.settings import load_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rsyslog_omkafka  # noqa: E402
+import rsyslog_omkafka
 
 USERS = ["root", "admin", "nguyen.van.a", "tran.thi.b", "oracle", "ubuntu", "công.dân", "test"]
 
@@ -58,7 +58,7 @@ def write_lines(path: Path, count: int, seed: int = 7) -> int:
             else:
                 line = (
                     f"Nov 27 10:{n // 60000 % 60:02d}:{n // 1000 % 60:02d} dvc-portal-01 "
-                    f"nginx: {ip} - - \"POST /dang-nhap HTTP/1.1\" 401 512 user={user} n={n}"
+                    f'nginx: {ip} - - "POST /dang-nhap HTTP/1.1" 401 512 user={user} n={n}'
                 )
             out.write(line + "\n")
     return path.stat().st_size
@@ -108,7 +108,7 @@ def run_ours(file: Path, lines: int, bootstrap: str, topic: str, workdir: Path) 
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "socpipe", "collect", "--config", str(config_file)],
-        preexec_fn=lambda: os.sched_setaffinity(0, {0}),  # noqa: PLW1509 - pinning only
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
     )
     try:
         while True:
@@ -165,7 +165,12 @@ def main() -> None:
         if not args.skip_rsyslog:
             rsyslog_omkafka.ensure_rsyslog()
             theirs = rsyslog_omkafka.run_rsyslog(
-                file, args.lines, "bench.collector.rsyslog", bootstrap, workdir=workdir / "rs"
+                file,
+                args.lines,
+                "bench.collector.rsyslog",
+                bootstrap,
+                workdir=workdir / "rs",
+                cpus={0},
             )
             print(
                 f"rsyslog omkafka: {theirs.lines_per_s:>10,.0f} lines/s  "

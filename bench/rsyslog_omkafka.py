@@ -345,6 +345,7 @@ def run_rsyslog(
     timeout_s: float = 600,
     check_first: int = 1000,
     poll_s: float = POLL_S,
+    cpus: set[int] | None = None,
 ) -> RsyslogResult:
     """Ship ``file`` (``lines`` newline-terminated lines) to ``topic`` with rsyslog and time it
     (installing rsyslog first if it is missing: see ``ensure_rsyslog``).
@@ -355,6 +356,8 @@ def run_rsyslog(
     lasts many times that), then peak RSS is read and rsyslogd is stopped. The first ``check_first``
     messages are compared with the file's lines afterwards. RuntimeError, with the tail of
     rsyslog's output, if rsyslogd exits, makes no progress for 30 s or exceeds ``timeout_s``.
+    ``cpus``: the cores rsyslogd (all its threads) may run on, as the collector it is compared
+    with is pinned.
     """
     rsyslogd = ensure_rsyslog()
     file = file.resolve()
@@ -385,6 +388,7 @@ def run_rsyslog(
                 stdin=subprocess.DEVNULL,
                 stdout=stderr,
                 stderr=stderr,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
             try:
                 seconds, peak_rss, cpu_seconds = _wait_for_count(

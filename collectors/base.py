@@ -104,8 +104,11 @@ class Sink(Protocol):
         records: list[RecordDict],
         on_durable: DurableCallback | None = None,
         timeout: float | None = None,
+        common: RecordDict | None = None,
     ) -> bool:
         """Queue ``records`` (in order, after what this source offered before) for shipping.
+
+        ``common``: the fields the records share and leave out (``RecordMaker.common``).
 
         Waits up to ``timeout`` seconds (None: until stopped, 0: not at all) while the collector
         is full (Kafka away and the spool full); returns False if the records were not taken.
@@ -119,10 +122,14 @@ class Sink(Protocol):
 
 @dataclass(slots=True)
 class PullBatch:
-    """Records a pull source read, and how to move its checkpoint past them once durable."""
+    """Records a pull source read, and how to move its checkpoint past them once durable.
+
+    With ``common`` the records are lean (``RecordMaker.line(..., lean=True)``) and ``common``
+    holds what they share (``RecordMaker.common``)."""
 
     records: list[RecordDict]
     commit: DurableCallback
+    common: RecordDict | None = None
 
 
 class PullSource(Protocol):
@@ -214,18 +221,39 @@ class RecordMaker:
             self._last_stream, self._last_prefix = stream, prefix
         return f"{self._last_prefix}{position:012x}"
 
-    def line(self, stream: str, position: int, raw: bytes, received: str) -> RecordDict:
-        """A record of one line of text (without its newline); counts odd bytes in the stats."""
-        record: RecordDict = {
+    def common(self, received: str) -> RecordDict:
+        """The fields every record of this maker shares, for a batch that states them once
+        (``RawBatch.common``): with it, ``line(..., lean=True)`` records carry only their own."""
+        return {
             "v": 1,
-            "id": self.record_id(stream, position),
             "agency": self.agency,
             "collector": self.collector,
             "host": self.host,
             "source": self.source,
             "received": received,
-            "position": position,
         }
+
+    def line(
+        self, stream: str, position: int, raw: bytes, received: str, *, lean: bool = False
+    ) -> RecordDict:
+        """A record of one line of text (without its newline); counts odd bytes in the stats.
+
+        ``lean``: only id, position and the text (and ``raw``/``truncated``), for a batch whose
+        ``common`` (``common(received)``) gives the rest.
+        """
+        if lean:
+            record: RecordDict = {"id": self.record_id(stream, position), "position": position}
+        else:
+            record = {
+                "v": 1,
+                "id": self.record_id(stream, position),
+                "agency": self.agency,
+                "collector": self.collector,
+                "host": self.host,
+                "source": self.source,
+                "received": received,
+                "position": position,
+            }
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if position == 0 and raw.startswith(_UTF8_BOM):

@@ -181,6 +181,7 @@ def _kafka_check(settings: Settings, timeout_s: float) -> Check:
             request_timeout_ms=ms,
             delivery_timeout_ms=ms + 1000,
             reconnect_backoff_max_ms=1000,
+            bootstrap_timeout_ms=ms,
         )
     except Exception as exc:
         return Check(what, "fail", f"cannot connect: {type(exc).__name__}: {exc}")

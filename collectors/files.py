@@ -69,7 +69,7 @@ class FileSource:
                     # Looked at once a second: an fstat per file per batch is not free.
                     self.stats.lag = sum(t.unread_bytes() for t in tails)
                     self._next_lag = now + 1.0
-                return PullBatch(batch.records, _Commit(tail, batch))
+                return PullBatch(batch.records, _Commit(tail, batch), batch.common)
         self.stats.lag = 0
         return None
 

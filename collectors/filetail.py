@@ -49,6 +49,8 @@ class TailBatch:
 
     records: list[RecordDict]
     checkpoint: Checkpoint | None
+    # What the (lean) records share: agency, collector, host, source, receive time.
+    common: RecordDict | None = None
 
 
 class FileTailSource:
@@ -99,7 +101,9 @@ class FileTailSource:
             lines, at_end = self._read_lines(max_records - len(records), final=successor)
             self._was_at_end = at_end
             stream = self._stream
-            records.extend([line(stream, position, raw, received) for position, raw in lines])
+            records.extend(
+                [line(stream, position, raw, received, lean=True) for position, raw in lines]
+            )
             if at_end and not looked and len(records) < max_records:
                 continue  # at the end now: look at the path, and read what came meanwhile
             if not (at_end and successor):
@@ -113,7 +117,7 @@ class FileTailSource:
             self.close()
             if not self._open(resume=False) or len(records) >= max_records:
                 break
-        return TailBatch(records, self._checkpoint())
+        return TailBatch(records, self._checkpoint(), self._maker.common(received))
 
     def commit(self, batch: TailBatch) -> None:
         """Store the batch's checkpoint (its records were acknowledged downstream) and save the

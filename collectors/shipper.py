@@ -63,6 +63,33 @@ class _InFlight:
     sent_at: float
 
 
+def _batch(records: list[RecordDict], common: RecordDict | None) -> bytes:
+    """A RawBatch message: the records, and what they share stated once (``common``)."""
+    if common is None:
+        return _BATCH_PREFIX + orjson.dumps(records) + b"}"
+    return orjson.dumps({"v": 1, "common": common, "records": records})
+
+
+def force_close(producer: KafkaProducer) -> None:
+    """Close ``producer`` without letting it send anything more.
+
+    kafka-python's ``close(timeout=0)`` flushes first and raises while records are pending, which
+    leaves its sender thread running: it could still deliver, late, what the shipper is about to
+    spool, and that would be sent twice. So its sender is stopped without sending (its pending
+    records fail), and only then is the producer closed.
+    """
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(5)
+    try:
+        producer.close(timeout=0)
+    except Exception as exc:
+        log.debug("closing the producer after stopping its sender: %s", exc)
+        # Closed as far as it matters: keep its __del__ from trying (and failing) again.
+        producer._closed = True
+
+
 class Shipper:
     """Ships offered records to ``topic`` in order, spooling while Kafka is away (a Sink)."""
 
@@ -78,8 +105,11 @@ class Shipper:
         max_queue_bytes: int = 64 * 1024 * 1024,
         max_in_flight: int = 8,
         retry_s: float = 1.0,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
         self._factory = producer_factory
+        # A quick look whether Kafka could answer at all, before a drain risks blocking on it.
+        self._probe = probe
         self._spool = spool
         self.topic = topic
         self.key = key
@@ -115,6 +145,7 @@ class Shipper:
         records: list[RecordDict],
         on_durable: DurableCallback | None = None,
         timeout: float | None = None,
+        common: RecordDict | None = None,
     ) -> bool:
         """Queue ``records`` for shipping (see ``collectors.base.Sink.offer``)."""
         if not records:
@@ -124,7 +155,7 @@ class Shipper:
         self._stats_by_name.setdefault(stats.name, stats)
         messages = [
             _Message(value, self._headers(stats.name, count), stats, count)
-            for value, count in self._encode(records)
+            for value, count in self._encode(records, common)
         ]
         if on_durable is not None:
             messages[-1].callbacks.append(on_durable)
@@ -317,6 +348,7 @@ class Shipper:
         halves, or its one record cut to 64 KiB (counted and reported as truncated)."""
         batch = orjson.loads(message.value)
         records: list[RecordDict] = batch["records"]
+        common: RecordDict | None = batch.get("common")
         if len(records) > 1:
             half = len(records) // 2
             parts = [records[:half], records[half:]]
@@ -340,7 +372,7 @@ class Shipper:
                 )
         out = [
             _Message(
-                _BATCH_PREFIX + orjson.dumps(part) + b"}",
+                _batch(part, common),
                 self._headers(message.stats.name, len(part)) if message.stats else message.headers,
                 message.stats,
                 len(part),
@@ -426,6 +458,10 @@ class Shipper:
             # Whatever is queued goes out directly, after what the spool held.
             self._back()
             return True
+        if self._producer is None and self._probe is not None and not self._probe():
+            # Nobody listens: no producer (its start would block), and the queue keeps moving
+            # to the spool meanwhile.
+            return False
         producer = self._ensure_producer()
         if producer is None:
             return False
@@ -494,10 +530,13 @@ class Shipper:
         producer, self._producer = self._producer, None
         if producer is None:
             return
-        try:
-            producer.close(timeout=self.ack_timeout_s if graceful else 0)
-        except Exception as exc:
-            log.debug("closing the producer: %s", exc)
+        if graceful:
+            try:
+                producer.close(timeout=self.ack_timeout_s)
+            except Exception as exc:
+                log.debug("closing the producer: %s", exc)
+        else:
+            force_close(producer)
 
     # --- encoding ------------------------------------------------------------------------------
 
@@ -508,10 +547,12 @@ class Shipper:
             (COUNT_HEADER, str(count).encode()),
         ]
 
-    def _encode(self, records: list[RecordDict]) -> list[tuple[bytes, int]]:
+    def _encode(
+        self, records: list[RecordDict], common: RecordDict | None = None
+    ) -> list[tuple[bytes, int]]:
         """RawBatch messages of at most ``batch_max_bytes`` (a single record may exceed it)."""
-        value = _BATCH_PREFIX + orjson.dumps(records) + b"}"
+        value = _batch(records, common)
         if len(value) <= self.batch_max_bytes or len(records) == 1:
             return [(value, len(records))]
         half = len(records) // 2
-        return self._encode(records[:half]) + self._encode(records[half:])
+        return self._encode(records[:half], common) + self._encode(records[half:], common)

@@ -17,6 +17,7 @@ that every record claims the topic's agency and pass heartbeats on to ``soc.hear
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -56,6 +57,19 @@ def raw_topic(settings: Settings) -> str:
     off (a collector inside the SOC writing ``soc.raw`` itself)."""
     base = settings.kafka.topics.raw
     return f"{base}.{settings.agency.id}" if settings.collector.agency_topic else base
+
+
+def reachable(servers: list[str], timeout_s: float = 1.0) -> bool:
+    """Whether one of the bootstrap servers accepts a TCP connection (a cheap look before a
+    Kafka client is started, which would block for seconds on a broker that is away)."""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def spool_dir(config: CollectorSettings) -> Path:
@@ -104,6 +118,7 @@ class Collector:
                 delivery_timeout_ms=int(config.ack_timeout_s * 1000),
                 request_timeout_ms=max(1000, int(config.ack_timeout_s * 1000) - 500),
                 max_block_ms=int(config.ack_timeout_s * 1000),
+                bootstrap_timeout_ms=int(config.ack_timeout_s * 1000),
                 reconnect_backoff_max_ms=2000,
             ),
             spool=self.spool,
@@ -114,6 +129,7 @@ class Collector:
             # A few batches ahead of Kafka keep it busy; more would only hold memory.
             max_queue_bytes=max(8 * 1024 * 1024, 4 * config.batch_max_bytes),
             max_in_flight=5,
+            probe=lambda: reachable(settings.kafka.bootstrap_servers),
         )
         self.pull: list[PullSource] = []
         self.push: list[PushSource] = []
@@ -232,7 +248,7 @@ class Collector:
                 source.stats.error(f"{type(exc).__name__}: {exc}")
                 continue
             if batch is not None and batch.records:
-                self.shipper.offer(source.stats, batch.records, batch.commit)
+                self.shipper.offer(source.stats, batch.records, batch.commit, common=batch.common)
                 offered += len(batch.records)
         return offered
 

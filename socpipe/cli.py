@@ -215,6 +215,9 @@ def collect_check(
         Console().print("[green]ready[/green]: this collector can run and ship")
         return
     Console().print(f"[red]not ready[/red]: {len(failed)} check(s) failed")
+    for check in failed:
+        # Whole, unwrapped: for logs and scripts (the table wraps to the terminal).
+        print(f"FAIL {check.what}: {check.detail}")
     raise typer.Exit(1)
 
 

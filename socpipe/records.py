@@ -151,10 +151,33 @@ class RawRecord(Record):
 
 
 class RawBatch(Record):
-    """One Kafka message on soc.raw: raw records from one source, in order."""
+    """One Kafka message on soc.raw: raw records from one source, in order.
+
+    On the wire a batch may state once, in ``common``, the fields its records share (agency,
+    collector, host, source, received, v); each record then carries only its own (id, position,
+    message or data, raw, truncated), and a field it carries wins. Decoding merges them, so a
+    ``RawBatch`` always holds whole records. Collectors send file lines this way: a third of the
+    bytes per line.
+    """
 
     v: int = 1
     records: list[RawRecord] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spread_common(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "common" in data:
+            data = dict(data)
+            common = data.pop("common")
+            records = data.get("records")
+            if isinstance(common, dict) and isinstance(records, list):
+                data["records"] = [
+                    {**common, **record} if isinstance(record, dict) else record
+                    for record in records
+                ]
+            else:
+                raise ValueError("common must be an object and records a list")
+        return data
 
 
 # --- ECS events ---------------------------------------------------------------------------------

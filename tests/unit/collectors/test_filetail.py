@@ -8,13 +8,14 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from collectors import filetail
 from collectors.base import RecordMaker, SourceStats
 from collectors.checkpoint import Checkpoint, CheckpointStore
 from collectors.filetail import FileTailSource, TailBatch
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
+from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef
 from socpipe.settings import Tier
 
 AGENCY = AgencyRef(id="so-tttt", tier=Tier.PROVINCE, name="Sở Thông tin và Truyền thông")
@@ -53,6 +54,14 @@ def positions(batch: TailBatch) -> list[int]:
 
 def ids(batch: TailBatch) -> list[str]:
     return [record["id"] for record in batch.records]
+
+
+def whole(batch: TailBatch) -> list[RawRecord]:
+    """The batch's records as the SOC decodes them: each lean record with the batch's common
+    fields (as RawBatch does with a message's ``common``)."""
+    assert batch.common is not None
+    wire = orjson.dumps({"v": 1, "common": batch.common, "records": batch.records})
+    return RawBatch.from_json(wire).records
 
 
 def read_all(source: FileTailSource, max_records: int = 1000) -> TailBatch:
@@ -94,7 +103,7 @@ def test_records_carry_source_positions_and_deterministic_ids(tmp_path: Path) ->
     expected_source = SourceRef(type="file", path=str(log_file), format="syslog")
     assert messages(batch) == ["one", "two", "three"]
     assert positions(batch) == [0, 4, 8]
-    for record in map(RawRecord.model_validate, batch.records):
+    for record in whole(batch):
         assert record.source == expected_source
         assert record.agency == AGENCY
         assert record.collector == COLLECTOR
@@ -187,10 +196,11 @@ def test_vietnamese_text_round_trips(tmp_path: Path) -> None:
     log_file = tmp_path / "auth.log"
     log_file.write_bytes(f"{VIETNAMESE}\n".encode())
 
-    (record,) = read_all(make_source(log_file, tmp_path / "cp.json")).records
+    batch = read_all(make_source(log_file, tmp_path / "cp.json"))
+    (record,) = batch.records
 
     assert record["message"] == VIETNAMESE
-    assert RawRecord.model_validate(record).message == VIETNAMESE
+    assert whole(batch)[0].message == VIETNAMESE
 
 
 def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
@@ -207,7 +217,7 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
         b"latin-1 caf\xe9",
     ]
     assert "raw" not in batch.records[3]
-    assert RawRecord.model_validate(batch.records[0]).message == "bad \ufffd\ufffd byte"
+    assert whole(batch)[0].message == "bad \ufffd\ufffd byte"
 
 
 def test_crlf_and_lf_endings_are_stripped(tmp_path: Path) -> None:

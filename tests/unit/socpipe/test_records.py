@@ -162,3 +162,33 @@ def test_stable_id_separates_parts() -> None:
 def test_risk_score_rises_with_severity() -> None:
     scores = [s.risk_score for s in Severity]
     assert scores == sorted(scores)
+
+
+def test_a_batch_may_state_its_records_common_fields_once() -> None:
+    whole = raw()
+    common = whole.model_dump(
+        mode="json", include={"v", "agency", "collector", "host", "source", "received"}
+    )
+    lean = [
+        {"id": "a" * 32, "position": 0, "message": VIETNAMESE},
+        {"id": "b" * 32, "position": 40, "message": "x", "host": "other-host"},
+    ]
+    batch = RawBatch.from_json(orjson.dumps({"v": 1, "common": common, "records": lean}))
+    first, second = batch.records
+    assert first.agency == whole.agency and first.source == whole.source
+    assert first.message == VIETNAMESE and first.received == whole.received
+    # A field the record carries wins over the common one.
+    assert second.host == "other-host"
+    # Re-encoded, it is whole records again.
+    assert RawBatch.from_json(batch.to_json()) == batch
+
+
+def test_a_batch_with_a_bad_common_part_is_refused_saying_so() -> None:
+    with pytest.raises(RecordError, match="common must be an object"):
+        RawBatch.from_json(b'{"v":1,"common":[1],"records":[]}')
+    with pytest.raises(RecordError, match="agency"):
+        RawBatch.from_json(
+            orjson.dumps(
+                {"v": 1, "common": {}, "records": [{"id": "x", "position": 0, "message": "m"}]}
+            )
+        )
