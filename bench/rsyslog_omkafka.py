@@ -67,6 +67,9 @@ class RsyslogResult:
     messages_in_topic: int
     config_text: str
     cpu_seconds: float
+    # From the first messages seen in Kafka to the last: the rate without the start-up.
+    first_seen_s: float = 0.0
+    steady_lines_per_s: float = 0.0
 
 
 # --- installation -------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ def run_rsyslog(
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
             )
             try:
-                seconds, peak_rss, cpu_seconds = _wait_for_count(
+                seconds, peak_rss, cpu_seconds, first_s, first_count = _wait_for_count(
                     process, consumer, partitions, lines, started, timeout_s, poll_s
                 )
             except RuntimeError as exc:
@@ -412,6 +415,8 @@ def run_rsyslog(
         messages_in_topic=messages,
         config_text=config_text,
         cpu_seconds=cpu_seconds,
+        first_seen_s=first_s,
+        steady_lines_per_s=(lines - first_count) / max(seconds - first_s, 1e-9),
     )
 
 
@@ -423,20 +428,24 @@ def _wait_for_count(
     started: float,
     timeout_s: float,
     poll_s: float,
-) -> tuple[float, int, float]:
-    """Poll the topic until it holds ``lines`` messages: seconds since start, peak RSS bytes and
-    CPU seconds used."""
+) -> tuple[float, int, float, float, int]:
+    """Poll the topic until it holds ``lines`` messages: seconds since start, peak RSS bytes,
+    CPU seconds used, and when (seconds since start) and at what count messages were first
+    seen."""
     peak_rss = 0
     count = last_count = 0
     last_progress = started
+    first_s, first_count = 0.0, 0
     while True:
         peak_rss = max(peak_rss, _status_bytes(process.pid, "VmRSS"))
         count = _message_count(consumer, partitions)
         now = time.perf_counter()
+        if count and not first_count:
+            first_s, first_count = now - started, count
         if count >= lines:
             # VmHWM is the kernel's own high-water mark, catching peaks between samples.
             peak_rss = max(peak_rss, _status_bytes(process.pid, "VmHWM"))
-            return now - started, peak_rss, _cpu_seconds(process.pid)
+            return now - started, peak_rss, _cpu_seconds(process.pid), first_s, first_count
         if process.poll() is not None:
             raise RuntimeError(
                 f"rsyslogd exited ({process.returncode}) with {count} of {lines} messages in Kafka"

@@ -209,6 +209,40 @@ class RecordMaker:
         twin._last_stream, twin._last_prefix = None, ""
         return twin
 
+    def lines(self, stream: str, lines: list[tuple[int, bytes]], received: str) -> list[RecordDict]:
+        """Lean records (``line(..., lean=True)``) of many (position, bytes) lines of a stream.
+
+        The common case (UTF-8, no CR, no byte-order mark, within the limit) is built in one
+        comprehension, a third of the cost of a call per line; any other batch goes line by line.
+        """
+        if not lines:
+            return []
+        self.record_id(stream, 0)  # sets _last_prefix for this stream
+        prefix = self._last_prefix
+        positions = [position for position, _ in lines]
+        raws = [raw for _, raw in lines]
+        # One pass in C over the whole batch: no line starts a file with a byte-order mark, none
+        # is over the limit, none holds a CR, and all of it is UTF-8 (decoded once, then split).
+        joined = b"\n".join(raws)
+        plain = (
+            not (positions[0] == 0 and raws[0].startswith(_UTF8_BOM))
+            and max(map(len, raws)) <= self.max_line_bytes
+            and b"\r" not in joined
+        )
+        if plain:
+            try:
+                messages = joined.decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                messages = []
+            # (A line holding a newline, which a file source never gives, splits apart: then
+            # the counts differ and the slow way below is taken.)
+            if len(messages) == len(raws):
+                return [
+                    {"id": f"{prefix}{position:012x}", "position": position, "message": message}
+                    for position, message in zip(positions, messages, strict=True)
+                ]
+        return [self.line(stream, position, raw, received, lean=True) for position, raw in lines]
+
     def record_id(self, stream: str, position: int) -> str:
         """The record id of ``position`` in ``stream`` (see the class docstring)."""
         if stream is not self._last_stream:

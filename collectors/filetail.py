@@ -30,6 +30,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 from collectors.base import RecordDict, RecordMaker, received_now
@@ -91,7 +92,6 @@ class FileTailSource:
         if self._file is None and not self._open(resume=True):
             return TailBatch(records, None)
         received = received_now()
-        line = self._maker.line
         while True:
             # Looked at before reading, so that whatever reached the old file before the new one
             # had data is read before switching. Only once a read found the end: until then the
@@ -101,9 +101,7 @@ class FileTailSource:
             lines, at_end = self._read_lines(max_records - len(records), final=successor)
             self._was_at_end = at_end
             stream = self._stream
-            records.extend(
-                [line(stream, position, raw, received, lean=True) for position, raw in lines]
-            )
+            records.extend(self._maker.lines(stream, lines, received))
             if at_end and not looked and len(records) < max_records:
                 continue  # at the end now: look at the path, and read what came meanwhile
             if not (at_end and successor):
@@ -222,17 +220,21 @@ class FileTailSource:
                 self._line_start = self._offset = self._offset + newline + 1
                 self._skipping = False
                 chunk = chunk[newline + 1 :]
-            searched = len(pending)
             pending += chunk
-            start = 0
-            while len(lines) < limit:
-                newline = pending.find(b"\n", max(start, searched))
-                if newline < 0:
-                    break
-                lines.append((self._offset + start, bytes(pending[start:newline])))
-                start = newline + 1
-            del pending[:start]
-            self._line_start = self._offset = self._offset + start
+            # All complete lines of what is pending, split in C; their positions by a running sum
+            # of their lengths (each plus its newline).
+            last = pending.rfind(b"\n")
+            if last >= 0:
+                parts = bytes(pending[:last]).split(b"\n")
+                room = limit - len(lines)
+                if len(parts) > room:
+                    parts = parts[:room]
+                offset = self._offset
+                starts = accumulate((len(part) + 1 for part in parts), initial=offset)
+                lines.extend(zip(starts, parts, strict=False))
+                start = sum(len(part) + 1 for part in parts)
+                del pending[:start]
+                self._line_start = self._offset = offset + start
             if len(lines) < limit and len(pending) > self._max_line:
                 # Ship the line's head now rather than hold an unbounded buffer for its newline.
                 # The checkpoint stays at the line's start until the newline comes, so a restart

@@ -104,7 +104,7 @@ class Collector:
         )
         self.collector = CollectorRef(id=config.id, version=__version__)
         self.topic = raw_topic(settings)
-        self.store = CheckpointStore(config.checkpoint_file)
+        self.store = CheckpointStore(config.checkpoint_file, config.checkpoint_interval_s)
         self.spool = Spool(
             spool_dir(config),
             max_bytes=config.spool.max_bytes,
@@ -127,7 +127,7 @@ class Collector:
             batch_max_bytes=config.batch_max_bytes,
             ack_timeout_s=config.ack_timeout_s,
             # A few batches ahead of Kafka keep it busy; more would only hold memory.
-            max_queue_bytes=max(8 * 1024 * 1024, 4 * config.batch_max_bytes),
+            max_queue_bytes=max(8 * 1024 * 1024, 2 * config.batch_max_bytes),
             max_in_flight=5,
             probe=lambda: reachable(settings.kafka.bootstrap_servers),
         )
