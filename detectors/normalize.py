@@ -119,7 +119,12 @@ class Normalizer:
         if raw.data is not None:
             return self._parse_data(raw.data, fmt, context)
         line = raw.message or ""
-        if fmt in _JSON_FORMATS or (fmt in ("auto", "") and line.lstrip().startswith("{")):
+        # A line of a format a data parser has (portal.json, socpipe.health...) is its JSON.
+        if (
+            fmt in _JSON_FORMATS
+            or fmt in self.parsers.data
+            or (fmt in ("auto", "") and line.lstrip().startswith("{"))
+        ):
             data = _json_object(line)
             if data is not None:
                 found = self._parse_data(data, fmt, context)

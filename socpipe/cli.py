@@ -499,6 +499,12 @@ def detect(config: ConfigOption = None) -> None:
     _run_stage("detectors.worker", _settings(config))
 
 
+@app.command("watch")
+def watch(config: ConfigOption = None) -> None:
+    """soc.heartbeats → health records on soc.raw when a collector goes silent (and is back)."""
+    _run_stage("detectors.health", _settings(config))
+
+
 @app.command("correlate")
 def correlate(config: ConfigOption = None) -> None:
     """Consume soc.correlate; produce correlation detections (Sigma correlation rules)."""

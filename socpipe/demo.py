@@ -206,6 +206,7 @@ class DemoRun:
             )
         self._spawn("detect", ["detect"], config, {})
         self._spawn("correlate", ["correlate"], config, {})
+        self._spawn("watch", ["watch"], config, {})
         self._spawn("alert", ["alert"], config, {})
         self._spawn("api", ["api"], config, {})
 

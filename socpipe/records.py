@@ -102,7 +102,7 @@ class CollectorRef(_Part):
 class SourceRef(_Part):
     """Where a collector read a record."""
 
-    type: Literal["file", "syslog", "evtx", "http"]
+    type: Literal["file", "syslog", "evtx", "http", "socpipe"]
     path: str | None = None
     port: int | None = None
     format: str

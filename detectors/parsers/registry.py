@@ -10,6 +10,7 @@ from typing import Any
 from detectors.parsers.auditd import AuditdParser
 from detectors.parsers.base import DataParser, LineParser, ProgramParser
 from detectors.parsers.firewall import KernelFirewallParser
+from detectors.parsers.health import HEALTH_PARSER
 from detectors.parsers.linux import LINUX_PROGRAM_PARSERS
 from detectors.parsers.network import NETWORK_LINE_PARSERS, NETWORK_PROGRAM_PARSERS
 from detectors.parsers.portal import PORTAL_PARSER
@@ -55,7 +56,7 @@ def default_parsers(options: Mapping[str, Mapping[str, Any]] | None = None) -> P
     ):
         for program in parser.programs:
             programs.setdefault(program, parser)
-    data: list[DataParser] = [WinlogEvtxParser(), WinlogFlatParser(), PORTAL_PARSER]
+    data: list[DataParser] = [WinlogEvtxParser(), WinlogFlatParser(), PORTAL_PARSER, HEALTH_PARSER]
     return ParserSet(
         lines={p.name: p for p in lines},
         line_order=tuple(lines),
