@@ -28,6 +28,7 @@ import httpx
 import yaml
 from rich.console import Console
 
+from socpipe.agencies import generate_password, provision_agency
 from socpipe.kafka import ensure_topics
 from socpipe.localservices import LocalServices
 from socpipe.samples import (
@@ -39,7 +40,7 @@ from socpipe.samples import (
     shared_data_dir,
     sshd_lines,
 )
-from socpipe.settings import Settings
+from socpipe.settings import KafkaSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,12 @@ class DemoRun:
         token = secrets.token_urlsafe(24)
         rules = self._install_rules(say)
         config = self._write_config(token, rules)
-        ensure_topics(Settings.model_validate(yaml.safe_load(config.read_text())).kafka)
+        soc_kafka = Settings.model_validate(yaml.safe_load(config.read_text())).kafka
+        ensure_topics(soc_kafka)
+        credentials = self._provision_agencies(soc_kafka, say)
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
-            self._start_stages(config)
+            self._start_stages(config, credentials)
             url = f"http://{self.settings.api.host}:{self.settings.api.port}/"
             self._wait_for_api(url)
             source = loghub_openssh() or "generated sshd lines (no ../shared/data here)"
@@ -184,7 +187,32 @@ class DemoRun:
         )
         log_file.close()
 
-    def _start_stages(self, config: Path) -> None:
+    def _provision_agencies(
+        self, soc_kafka: KafkaSettings, say: Callable[[str], object]
+    ) -> dict[str, Path]:
+        """Each demo agency's own Kafka credential and topic, as the SOC gives them: its
+        collector ships over SASL_SSL and may write only soc.raw.<agency>."""
+        directory = self.dir / "credentials"
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        files = {}
+        for agency in self.agencies:
+            password_file = directory / f"{agency.id}.password"
+            if password_file.exists():
+                password = password_file.read_text(encoding="utf-8").strip()
+            else:
+                password = generate_password()
+                password_file.write_text(password + "\n", encoding="utf-8")
+                password_file.chmod(0o600)
+            provision_agency(soc_kafka, agency.id, password)
+            files[agency.id] = password_file
+        say(
+            f"[cyan]•[/] agencies provisioned: {', '.join(files)} (each collector writes only "
+            f"its own topic, over SASL_SSL at {self.services.agency_bootstrap})"
+        )
+        return files
+
+    def _start_stages(self, config: Path, credentials: dict[str, Path]) -> None:
         for agency in self.agencies:
             log_path = self.dir / agency.log_name
             log_path.touch()
@@ -202,6 +230,12 @@ class DemoRun:
                     "SOCPIPE_COLLECTOR__CHECKPOINT_FILE": str(
                         self.dir / "checkpoints" / f"{agency.id}.json"
                     ),
+                    "SOCPIPE_KAFKA__BOOTSTRAP_SERVERS": self.services.agency_bootstrap,
+                    "SOCPIPE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                    "SOCPIPE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+                    "SOCPIPE_KAFKA__SASL_USERNAME": agency.id,
+                    "SOCPIPE_KAFKA__SASL_PASSWORD_FILE": str(credentials[agency.id]),
+                    "SOCPIPE_KAFKA__SSL_CAFILE": str(self.services.ca_file),
                 },
             )
         self._spawn("detect", ["detect"], config, {})

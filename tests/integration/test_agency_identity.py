@@ -290,7 +290,11 @@ def test_up_restarts_a_broker_formatted_and_started_before_the_agency_listener(
     shutil.copy(REPO / "deploy/local/kafka/log4j2.properties", old_deploy / "kafka")
     (old_deploy / "kafka" / "server.properties").write_text(OLD_TEMPLATE)
     settings = LocalServicesSettings(
-        home=home, kafka_port=29092, kafka_controller_port=29093, kafka_heap="384m"
+        home=home,
+        kafka_port=29092,
+        kafka_controller_port=29093,
+        kafka_agency_port=29094,
+        kafka_heap="384m",
     )
     old = LocalServices(settings, deploy_dir=old_deploy)
     new = LocalServices(settings)
