@@ -185,6 +185,8 @@ class RecordMaker:
         stats: SourceStats,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
+        self._agency_ref = agency
+        self._collector_ref = collector
         self.agency = agency.model_dump(exclude_none=True, mode="json")
         self.collector = collector.model_dump(exclude_none=True, mode="json")
         self.host = host
@@ -200,25 +202,28 @@ class RecordMaker:
 
     def with_source(self, **changes: Any) -> RecordMaker:
         """A maker for the same source with some of its fields changed (e.g. the peer)."""
-        twin = object.__new__(RecordMaker)
-        twin.agency, twin.collector, twin.host = self.agency, self.collector, self.host
-        twin.source = {**self.source, **{k: v for k, v in changes.items() if v is not None}}
-        twin.stats, twin.max_line_bytes = self.stats, self.max_line_bytes
-        twin._collector_id, twin._source_key = self._collector_id, self._source_key
-        twin._prefixes = {}
-        twin._last_stream, twin._last_prefix = None, ""
+        source = {**self.source, **{k: v for k, v in changes.items() if v is not None}}
+        twin = RecordMaker(
+            agency=self._agency_ref,
+            collector=self._collector_ref,
+            host=self.host,
+            source=SourceRef.model_validate(source),
+            stats=self.stats,
+            max_line_bytes=self.max_line_bytes,
+        )
+        # Ids stay those of the configured source, whatever the peer or file of a record.
+        twin._source_key = self._source_key
         return twin
 
     def lines(self, stream: str, lines: list[tuple[int, bytes]], received: str) -> list[RecordDict]:
-        """Lean records (``line(..., lean=True)``) of many (position, bytes) lines of a stream.
+        """Lean records of many (position, bytes) lines of a stream, for a batch whose common part
+        is ``common(received, stream)``.
 
         The common case (UTF-8, no CR, no byte-order mark, within the limit) is built in one
         comprehension, a third of the cost of a call per line; any other batch goes line by line.
         """
         if not lines:
             return []
-        self.record_id(stream, 0)  # sets _last_prefix for this stream
-        prefix = self._last_prefix
         positions = [position for position, _ in lines]
         raws = [raw for _, raw in lines]
         # One pass in C over the whole batch: no line starts a file with a byte-order mark, none
@@ -237,8 +242,9 @@ class RecordMaker:
             # (A line holding a newline, which a file source never gives, splits apart: then
             # the counts differ and the slow way below is taken.)
             if len(messages) == len(raws):
+                # No id: the batch's common ``id_prefix`` and the position make it (RawBatch).
                 return [
-                    {"id": f"{prefix}{position:012x}", "position": position, "message": message}
+                    {"position": position, "message": message}
                     for position, message in zip(positions, messages, strict=True)
                 ]
         return [self.line(stream, position, raw, received, lean=True) for position, raw in lines]
@@ -255,10 +261,12 @@ class RecordMaker:
             self._last_stream, self._last_prefix = stream, prefix
         return f"{self._last_prefix}{position:012x}"
 
-    def common(self, received: str) -> RecordDict:
+    def common(self, received: str, stream: str | None = None) -> RecordDict:
         """The fields every record of this maker shares, for a batch that states them once
-        (``RawBatch.common``): with it, ``line(..., lean=True)`` records carry only their own."""
-        return {
+        (``RawBatch.common``): with it, ``line(..., lean=True)`` records carry only their own.
+        With ``stream``, also the ``id_prefix`` of its ids: records without an id get
+        ``id_prefix`` + their position in 12 hex digits, as ``record_id`` makes them."""
+        common: RecordDict = {
             "v": 1,
             "agency": self.agency,
             "collector": self.collector,
@@ -266,6 +274,10 @@ class RecordMaker:
             "source": self.source,
             "received": received,
         }
+        if stream is not None:
+            self.record_id(stream, 0)
+            common["id_prefix"] = self._last_prefix
+        return common
 
     def line(
         self, stream: str, position: int, raw: bytes, received: str, *, lean: bool = False

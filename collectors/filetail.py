@@ -92,6 +92,9 @@ class FileTailSource:
         if self._file is None and not self._open(resume=True):
             return TailBatch(records, None)
         received = received_now()
+        # The stream (file and truncation count) the batch's common id prefix is for; records of
+        # another one (a rotation or truncation within the batch) carry their ids themselves.
+        first_stream: str | None = None
         while True:
             # Looked at before reading, so that whatever reached the old file before the new one
             # had data is read before switching. Only once a read found the end: until then the
@@ -101,7 +104,13 @@ class FileTailSource:
             lines, at_end = self._read_lines(max_records - len(records), final=successor)
             self._was_at_end = at_end
             stream = self._stream
-            records.extend(self._maker.lines(stream, lines, received))
+            made = self._maker.lines(stream, lines, received)
+            if first_stream is None and made:
+                first_stream = stream
+            elif stream != first_stream:
+                for record in made:
+                    record.setdefault("id", self._maker.record_id(stream, record["position"]))
+            records.extend(made)
             if at_end and not looked and len(records) < max_records:
                 continue  # at the end now: look at the path, and read what came meanwhile
             if not (at_end and successor):
@@ -115,7 +124,8 @@ class FileTailSource:
             self.close()
             if not self._open(resume=False) or len(records) >= max_records:
                 break
-        return TailBatch(records, self._checkpoint(), self._maker.common(received))
+        common = self._maker.common(received, first_stream or self._stream)
+        return TailBatch(records, self._checkpoint(), common)
 
     def commit(self, batch: TailBatch) -> None:
         """Store the batch's checkpoint (its records were acknowledged downstream) and save the

@@ -155,9 +155,10 @@ class RawBatch(Record):
 
     On the wire a batch may state once, in ``common``, the fields its records share (agency,
     collector, host, source, received, v); each record then carries only its own (id, position,
-    message or data, raw, truncated), and a field it carries wins. Decoding merges them, so a
-    ``RawBatch`` always holds whole records. Collectors send file lines this way: a third of the
-    bytes per line.
+    message or data, raw, truncated), and a field it carries wins. With ``common.id_prefix``, a
+    record without an id gets the prefix and its position in 12 hex digits (``make_id``).
+    Decoding merges them, so a ``RawBatch`` always holds whole records. Collectors send file lines
+    this way: a third of the bytes per line.
     """
 
     v: int = 1
@@ -170,13 +171,21 @@ class RawBatch(Record):
             data = dict(data)
             common = data.pop("common")
             records = data.get("records")
-            if isinstance(common, dict) and isinstance(records, list):
-                data["records"] = [
-                    {**common, **record} if isinstance(record, dict) else record
-                    for record in records
-                ]
-            else:
+            if not isinstance(common, dict) or not isinstance(records, list):
                 raise ValueError("common must be an object and records a list")
+            prefix = common.pop("id_prefix", None)
+            if prefix is not None and not isinstance(prefix, str):
+                raise ValueError("common.id_prefix must be a string")
+            merged = []
+            for record in records:
+                if isinstance(record, dict):
+                    record = {**common, **record}
+                    position = record.get("position")
+                    if prefix is not None and "id" not in record and isinstance(position, int):
+                        # As RawRecord.make_id makes it: the stream's prefix, the position.
+                        record["id"] = f"{prefix}{position:012x}"
+                merged.append(record)
+            data["records"] = merged
         return data
 
 

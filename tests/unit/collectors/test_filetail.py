@@ -53,7 +53,7 @@ def positions(batch: TailBatch) -> list[int]:
 
 
 def ids(batch: TailBatch) -> list[str]:
-    return [record["id"] for record in batch.records]
+    return [record.id for record in whole(batch)]
 
 
 def whole(batch: TailBatch) -> list[RawRecord]:
@@ -399,7 +399,7 @@ def test_rotation_by_rename_finishes_the_old_file_then_reads_the_new(tmp_path: P
     assert messages(batch) == ["old 2", "old 3", "new 1", "new 2"]
     assert positions(batch) == [6, 12, 0, 6]
     # Same positions in another file give other ids.
-    assert batch.records[2]["id"] != first.records[0]["id"]
+    assert whole(batch)[2].id != whole(first)[0].id
     status = log_file.stat()
     assert batch.checkpoint == Checkpoint(status.st_dev, status.st_ino, 12)
 
@@ -615,3 +615,23 @@ def test_lines_after_a_truncation_get_new_ids_that_survive_a_restart(tmp_path: P
     continued = source.read_batch(10)
     assert messages(resumed) == ["next"]
     assert ids(resumed) == ids(continued)
+
+
+def test_a_batch_across_a_rotation_keeps_each_files_ids(tmp_path: Path) -> None:
+    log_file = tmp_path / "auth.log"
+    log_file.write_bytes(b"old 1\n")
+    source = make_source(log_file, tmp_path / "cp.json")
+    source.read_batch(10)
+    old = log_file.stat()
+    append(log_file, b"old 2\n")
+    log_file.rename(tmp_path / "auth.log.1")
+    log_file.write_bytes(b"new 1\n")
+    new = log_file.stat()
+
+    batch = source.read_batch(10)
+
+    where = SourceRef(type="file", path=str(log_file), format="syslog")
+    assert [(r.message, r.id) for r in whole(batch)] == [
+        ("old 2", RawRecord.make_id("collector-1", where, f"{old.st_dev}:{old.st_ino}", 6)),
+        ("new 1", RawRecord.make_id("collector-1", where, f"{new.st_dev}:{new.st_ino}", 0)),
+    ]
