@@ -202,6 +202,7 @@ def main() -> None:
                 "rsyslog_lines_per_s": round(theirs.lines_per_s),
                 "rsyslog_steady_lines_per_s": round(theirs.steady_lines_per_s),
                 "steady_ratio": round(steady, 3),
+                "goal_not_slower": ratio >= 1.0,
                 "rsyslog_peak_rss_mib": round(theirs.peak_rss_bytes / 2**20, 1),
                 "ratio": round(ratio, 3),
             }
