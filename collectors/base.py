@@ -290,16 +290,7 @@ class RecordMaker:
         if lean:
             record: RecordDict = {"id": self.record_id(stream, position), "position": position}
         else:
-            record = {
-                "v": 1,
-                "id": self.record_id(stream, position),
-                "agency": self.agency,
-                "collector": self.collector,
-                "host": self.host,
-                "source": self.source,
-                "received": received,
-                "position": position,
-            }
+            record = self._whole(stream, position, received)
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if position == 0 and raw.startswith(_UTF8_BOM):
@@ -323,6 +314,12 @@ class RecordMaker:
 
     def data(self, stream: str, position: int, data: dict[str, Any], received: str) -> RecordDict:
         """A record of one structured event (a JSON object, an .evtx record)."""
+        record = self._whole(stream, position, received)
+        record["data"] = data
+        return record
+
+    def _whole(self, stream: str, position: int, received: str) -> RecordDict:
+        """A record's fields but its payload, shared ones included."""
         return {
             "v": 1,
             "id": self.record_id(stream, position),
@@ -332,7 +329,6 @@ class RecordMaker:
             "source": self.source,
             "received": received,
             "position": position,
-            "data": data,
         }
 
 

@@ -128,21 +128,7 @@ class CheckpointStore:
                     {path: checkpoint.to_dict() for path, checkpoint in self._checkpoints.items()},
                     option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
                 )
-            directory = self.file.parent
-            fd, temp_name = tempfile.mkstemp(
-                prefix=f".{self.file.name}.", suffix=".tmp", dir=directory
-            )
-            temp = Path(temp_name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                temp.replace(self.file)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            sync_directory(directory)
+            write_atomically(self.file, data)
 
     def _load(self) -> dict[str, Checkpoint]:
         if not self.file.parent.is_dir():
@@ -179,6 +165,24 @@ class CheckpointStore:
                     f"checkpoint file {self.file} is corrupt: entry {path!r}: {exc}; {_START_OVER}"
                 ) from exc
         return checkpoints
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash at any point leaves the old or the new
+    content whole: a temporary file beside it, synced, renamed over it, the directory synced."""
+    directory = path.parent
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    sync_directory(directory)
 
 
 def sync_directory(directory: Path) -> None:

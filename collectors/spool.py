@@ -37,7 +37,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import threading
 import zlib
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from typing import BinaryIO
 
 import orjson
 
-from collectors.checkpoint import sync_directory
+from collectors.checkpoint import sync_directory, write_atomically
 from socpipe.errors import ConfigError
 
 if sys.platform != "win32":
@@ -514,20 +513,7 @@ class Spool:
 
     def _save_head(self, segment: int, offset: int) -> None:
         data = orjson.dumps({"format": 1, "segment": segment, "offset": offset})
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{STATE_FILE}.", suffix=".tmp", dir=self.directory
-        )
-        temp = Path(temp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            temp.replace(self._state_file)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        sync_directory(self.directory)
+        write_atomically(self._state_file, data)
 
     def _drop_consumed(self) -> None:
         while self._seqs[0] < self._head_segment:

@@ -235,7 +235,7 @@ def agency_add(
 ) -> None:
     """Provision an agency: its credential, its topic soc.raw.<id>, and the ACLs that let the
     credential write only that topic. Again for an agency changes its password."""
-    from socpipe.agencies import AgencyError, generate_password, provision_agency
+    from socpipe.agencies import generate_password, provision_agency
 
     settings = _settings(config)
     shown = False
@@ -249,11 +249,8 @@ def agency_add(
                 secret.write(password + "\n")
         else:
             shown = True
-    try:
-        result = provision_agency(settings.kafka, agency_id, password)
-    except AgencyError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    # An AgencyError (a bad id or password, the broker's refusal) is printed by main().
+    result = provision_agency(settings.kafka, agency_id, password)
     out = Console()
     out.print(
         f"agency {result.agency_id}: credential {result.credential} for {result.principal}; "
@@ -275,14 +272,10 @@ def agency_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Take an agency's access away (its ACLs and credential); its topic and data stay."""
-    from socpipe.agencies import AgencyError, revoke_agency
+    from socpipe.agencies import revoke_agency
 
     settings = _settings(config)
-    try:
-        result = revoke_agency(settings.kafka, agency_id)
-    except AgencyError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    result = revoke_agency(settings.kafka, agency_id)
     out = Console()
     out.print(
         f"agency {result.agency_id}: credential "
@@ -295,14 +288,10 @@ def agency_revoke(
 @agency_app.command("list")
 def agency_list(config: ConfigOption = None) -> None:
     """The agencies' credentials and what each may do."""
-    from socpipe.agencies import AgencyError, describe_agencies
+    from socpipe.agencies import describe_agencies
 
     settings = _settings(config)
-    try:
-        agencies = describe_agencies(settings.kafka)
-    except AgencyError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    agencies = describe_agencies(settings.kafka)
     table = Table("user", "mechanisms", "grants")
     for access in agencies:
         table.add_row(

@@ -111,3 +111,19 @@ def test_hunt_evaluates_correlations_over_the_files_as_one_stream(tmp_path: Path
     # generate: false, Sigma's default: the base rule's matches feed the correlation only.
     assert [hit for hit in hits if "correlation" not in hit] == []
     assert "1 correlations" in result.stderr
+
+
+def test_agency_add_refuses_a_bad_id_before_touching_kafka(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    # Nothing listens there: a connection attempt would time out instead of this answer.
+    config.write_text("kafka:\n  bootstrap_servers: [127.0.0.1:1]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "socpipe", "agency", "add", "Sở Nội vụ", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid agency id" in result.stderr
+    assert "Traceback" not in result.stderr
