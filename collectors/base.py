@@ -200,17 +200,22 @@ class RecordMaker:
         self._last_stream: str | None = None
         self._last_prefix = ""
 
-    def with_source(self, **changes: Any) -> RecordMaker:
-        """A maker for the same source with some of its fields changed (e.g. the peer)."""
-        source = {**self.source, **{k: v for k, v in changes.items() if v is not None}}
-        twin = RecordMaker(
+    def for_source(self, source: SourceRef) -> RecordMaker:
+        """A maker of another source (its own ids), with this one's agency, collector, host,
+        counters and line limit: one per file of a source that names many."""
+        return RecordMaker(
             agency=self._agency_ref,
             collector=self._collector_ref,
             host=self.host,
-            source=SourceRef.model_validate(source),
+            source=source,
             stats=self.stats,
             max_line_bytes=self.max_line_bytes,
         )
+
+    def with_source(self, **changes: Any) -> RecordMaker:
+        """A maker for the same source with some of its fields changed (e.g. the peer)."""
+        source = {**self.source, **{k: v for k, v in changes.items() if v is not None}}
+        twin = self.for_source(SourceRef.model_validate(source))
         # Ids stay those of the configured source, whatever the peer or file of a record.
         twin._source_key = self._source_key
         return twin

@@ -20,9 +20,7 @@ from typing import Literal
 import orjson
 
 from collectors.checkpoint import CheckpointStore
-from collectors.shipper import KIND_HEADER
 from collectors.worker import (
-    HEARTBEAT_KIND,
     configured_sources,
     raw_topic,
     spool_dir,
@@ -31,6 +29,7 @@ from collectors.worker import (
 from socpipe import __version__
 from socpipe.errors import SocpipeError
 from socpipe.kafka import make_producer
+from socpipe.records import HEARTBEAT_KIND, KIND_HEADER
 from socpipe.settings import (
     EvtxSourceSettings,
     FileSourceSettings,
@@ -190,7 +189,7 @@ def _kafka_check(settings: Settings, timeout_s: float) -> Check:
             topic,
             key=f"{settings.agency.id}/{settings.collector.host}".encode(),
             value=orjson.dumps(beat),
-            headers=[(KIND_HEADER, HEARTBEAT_KIND.encode())],
+            headers=[(KIND_HEADER, HEARTBEAT_KIND)],
         )
         metadata = future.get(timeout=timeout_s + 2)
     except Exception as exc:

@@ -13,10 +13,10 @@ import glob
 import logging
 from pathlib import Path
 
-from collectors.base import PullBatch, RecordMaker, SourceStats, monotonic
+from collectors.base import PullBatch, RecordMaker, monotonic
 from collectors.checkpoint import CheckpointStore
 from collectors.filetail import FileTailSource, TailBatch
-from socpipe.records import AgencyRef, CollectorRef, SourceRef
+from socpipe.records import SourceRef
 from socpipe.settings import FileSourceSettings
 
 log = logging.getLogger(__name__)
@@ -26,22 +26,13 @@ class FileSource:
     """Tails every file matching ``settings.paths`` (minus ``exclude``); a PullSource."""
 
     def __init__(
-        self,
-        settings: FileSourceSettings,
-        store: CheckpointStore,
-        *,
-        agency: AgencyRef,
-        collector: CollectorRef,
-        host: str,
-        max_line_bytes: int,
+        self, settings: FileSourceSettings, store: CheckpointStore, maker: RecordMaker
     ) -> None:
         self.settings = settings
-        self.stats = SourceStats(name="file:" + ",".join(settings.paths))
+        self.stats = maker.stats
         self._store = store
-        self._agency = agency
-        self._collector = collector
-        self._host = host
-        self._max_line_bytes = max_line_bytes
+        # Each file gets a maker of its own path from this one (same agency, host, counters).
+        self._maker = maker
         self._tails: dict[Path, FileTailSource] = {}
         self._next_scan = 0.0
         self._next_lag = 0.0
@@ -100,7 +91,8 @@ class FileSource:
         found -= excluded
         for path in sorted(found - set(self._tails)):
             log.info("following %s", path)
-            self._tails[path] = FileTailSource(path, self._store, self._maker(path))
+            source = SourceRef(type="file", path=str(path), format=self.settings.format)
+            self._tails[path] = FileTailSource(path, self._store, self._maker.for_source(source))
         for path in set(self._tails) - found:
             # Gone from the patterns (rotated away, deleted): let it go once nothing is left.
             if self._tails[path].unread_bytes() == 0:
@@ -108,16 +100,6 @@ class FileSource:
                 if not path.exists():
                     # Deleted: a new file that gets its inode must not resume at its offset.
                     self._store.discard(path)
-
-    def _maker(self, path: Path) -> RecordMaker:
-        return RecordMaker(
-            agency=self._agency,
-            collector=self._collector,
-            host=self._host,
-            source=SourceRef(type="file", path=str(path), format=self.settings.format),
-            stats=self.stats,
-            max_line_bytes=self._max_line_bytes,
-        )
 
 
 class _Commit:

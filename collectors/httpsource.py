@@ -68,7 +68,7 @@ from starlette.routing import Route
 
 from collectors.base import RecordDict, RecordMaker, Sink, SourceStats, received_now
 from socpipe.errors import ConfigError
-from socpipe.settings import HttpSourceSettings, HttpToken
+from socpipe.settings import HttpSourceSettings, HttpToken, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,7 @@ def load_tokens(tokens: list[HttpToken]) -> list[tuple[str, bytes]]:
         if (entry.token is None) == (entry.token_file is None):
             raise ConfigError(f"{where}: give either token or token_file")
         if entry.token_file is not None:
-            try:
-                secret = entry.token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"{where}: cannot read token_file {entry.token_file}: {exc.strerror or exc}"
-                ) from exc
-            except UnicodeDecodeError as exc:
-                raise ConfigError(f"{where}: token_file {entry.token_file} is not text") from exc
-            if not secret:
-                raise ConfigError(f"{where}: token_file {entry.token_file} is empty")
+            secret = read_secret_file(entry.token_file, f"{where}: token_file")
         else:
             assert entry.token is not None
             secret = entry.token.get_secret_value()

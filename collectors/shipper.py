@@ -34,10 +34,10 @@ from kafka.errors import KafkaConfigurationError, MessageSizeTooLargeError
 
 from collectors.base import DurableCallback, RecordDict, SourceStats
 from collectors.spool import Spool, SpoolEntry
+from socpipe.records import KIND_HEADER, RAW_KIND
 
 log = logging.getLogger(__name__)
 
-KIND_HEADER = "socpipe-kind"
 SOURCE_HEADER = "socpipe-source"
 COUNT_HEADER = "socpipe-records"
 _BATCH_PREFIX = b'{"v":1,"records":'
@@ -135,7 +135,6 @@ class Shipper:
         self.kafka_error: str | None = None
         # A producer that cannot even be configured: no outage, a mistake; the collector stops.
         self.fatal: str | None = None
-        self.messages_sent = 0
 
     # --- the Sink side ---------------------------------------------------------------------------
 
@@ -189,10 +188,10 @@ class Shipper:
                 self._cond.wait(remaining)
         return self.accepting()
 
-    def send_control(self, kind: str, value: bytes) -> bool:
+    def send_control(self, kind: bytes, value: bytes) -> bool:
         """Queue a message of another kind (a heartbeat) in order with the records; False if the
         collector is full (a heartbeat is then skipped: the next one says the same and more)."""
-        message = _Message(value, [(KIND_HEADER, kind.encode())], None, 0)
+        message = _Message(value, [(KIND_HEADER, kind)], None, 0)
         with self._cond:
             if self._queue_bytes + len(value) > self.max_queue_bytes:
                 return False
@@ -215,10 +214,6 @@ class Shipper:
     def queued_bytes(self) -> int:
         """Bytes offered but not yet sent or spooled."""
         return self._queue_bytes
-
-    def unacked(self) -> int:
-        """Messages sent and not yet acknowledged."""
-        return len(self._in_flight)
 
     # --- the thread ----------------------------------------------------------------------------
 
@@ -321,7 +316,7 @@ class Shipper:
                     # The topic takes smaller messages than this one: not an outage. Send it
                     # again cut down, with what followed it.
                     self._in_flight.popleft()
-                    self._resend_after_close(self._shrink(head.message, error))
+                    self._take_back(self._shrink(head.message, error), [])
                     continue
                 self._go_away([], f"{type(error).__name__}: {error}")
                 return
@@ -329,7 +324,9 @@ class Shipper:
                 self._go_away([], f"no acknowledgement within {self.ack_timeout_s:g} s")
             return
 
-    def _resend_after_close(self, first: list[_Message]) -> None:
+    def _take_back(self, first: list[_Message], last: list[_Message]) -> None:
+        """Close the producer without letting it send more, and put what it had not had
+        acknowledged back at the front of the queue, in order, between ``first`` and ``last``."""
         self._close_producer(graceful=False)
         pending = list(first)
         while self._in_flight:
@@ -338,6 +335,7 @@ class Shipper:
                 self._durable(flight.message, sent=True)
             else:
                 pending.append(flight.message)
+        pending.extend(last)
         with self._cond:
             for message in reversed(pending):
                 self._queue.appendleft(message)
@@ -389,8 +387,6 @@ class Shipper:
                 stats.sent += message.records
             else:
                 stats.spooled += message.records
-        if sent:
-            self.messages_sent += 1
         for callback in message.callbacks:
             try:
                 callback()
@@ -404,21 +400,8 @@ class Shipper:
         self.kafka_error = reason
         self._away = True
         self._next_try = time.monotonic() + self.retry_s
-        self._close_producer(graceful=False)
-        pending: list[_Message] = []
-        while self._in_flight:
-            flight = self._in_flight.popleft()
-            future = flight.future
-            if future.is_done and future.succeeded():
-                self._durable(flight.message, sent=True)
-            else:
-                pending.append(flight.message)
-        pending.extend(extra)
-        with self._cond:
-            # Back in front of the queue, in order: _spool_queue writes them first.
-            for message in reversed(pending):
-                self._queue.appendleft(message)
-                self._queue_bytes += len(message.value)
+        # Back in front of the queue, in order: _spool_queue writes them first.
+        self._take_back([], extra)
         self._spool_queue()
 
     def _spool_queue(self) -> None:
@@ -488,7 +471,6 @@ class Shipper:
             self._spool.ack(batch[-1][0])
             for _position, entry in batch:
                 self._count_drained(entry)
-            self.messages_sent += len(batch)
         # Keep draining without waiting while Kafka takes it.
         self._next_try = 0.0
         self._spool_full = False
@@ -542,7 +524,7 @@ class Shipper:
 
     def _headers(self, name: str, count: int) -> list[tuple[str, bytes]]:
         return [
-            (KIND_HEADER, b"raw"),
+            (KIND_HEADER, RAW_KIND),
             (SOURCE_HEADER, name.encode("utf-8")),
             (COUNT_HEADER, str(count).encode()),
         ]

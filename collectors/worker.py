@@ -36,7 +36,7 @@ from collectors.spool import Spool
 from socpipe import __version__
 from socpipe.errors import ConfigError
 from socpipe.kafka import make_admin, make_producer, topic_configs
-from socpipe.records import AgencyRef, CollectorRef, SourceRef
+from socpipe.records import HEARTBEAT_KIND, AgencyRef, CollectorRef, SourceRef
 from socpipe.settings import (
     CollectorSettings,
     EvtxSourceSettings,
@@ -48,8 +48,6 @@ from socpipe.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_KIND = "heartbeat"
 
 
 def raw_topic(settings: Settings) -> str:
@@ -149,18 +147,10 @@ class Collector:
         )
 
     def _add(self, source: SourceSettings) -> None:
-        config = self.settings.collector
         if isinstance(source, FileSourceSettings):
-            self.pull.append(
-                FileSource(
-                    source,
-                    self.store,
-                    agency=self.agency,
-                    collector=self.collector,
-                    host=config.host,
-                    max_line_bytes=config.max_line_bytes,
-                )
-            )
+            patterns = ",".join(source.paths)
+            ref = SourceRef(type="file", path=patterns, format=source.format)
+            self.pull.append(FileSource(source, self.store, self._maker(ref, f"file:{patterns}")))
         elif isinstance(source, EvtxSourceSettings):
             from collectors.evtxsource import EvtxSource
 

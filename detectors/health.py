@@ -30,7 +30,15 @@ from kafka import KafkaConsumer, TopicPartition
 
 from socpipe import __version__
 from socpipe.kafka import client_options, ensure_topics, make_producer
-from socpipe.records import AgencyRef, CollectorRef, RawBatch, RawRecord, SourceRef
+from socpipe.records import (
+    KIND_HEADER,
+    RAW_KIND,
+    AgencyRef,
+    CollectorRef,
+    RawBatch,
+    RawRecord,
+    SourceRef,
+)
 from socpipe.settings import Settings, Tier
 
 log = logging.getLogger(__name__)
@@ -191,7 +199,7 @@ def run(
                     topics.raw,
                     key=f"{record.agency.id}/{record.host}".encode(),
                     value=RawBatch(records=[record]).to_json(),
-                    headers=[("socpipe-kind", b"raw")],
+                    headers=[(KIND_HEADER, RAW_KIND)],
                 ).get(timeout=60)
     finally:
         consumer.close()

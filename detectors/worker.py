@@ -35,22 +35,11 @@ from socpipe.kafka import (
     raw_topics_pattern,
 )
 from socpipe.localservices import default_home
-from socpipe.records import RawBatch, encode_document
+from socpipe.records import HEARTBEAT_KIND, RawBatch, encode_document, message_kind
 from socpipe.settings import DetectorSettings, Settings
 from socpipe.stream import StreamLoop
 
 log = logging.getLogger(__name__)
-
-# The header collectors put on every message (collectors.shipper.KIND_HEADER): raw or heartbeat.
-KIND_HEADER = "socpipe-kind"
-HEARTBEAT_KIND = b"heartbeat"
-
-
-def _kind(message: Any) -> bytes | None:
-    for name, value in message.headers or ():
-        if name == KIND_HEADER:
-            return bytes(value)
-    return None
 
 
 def build_normalizer(settings: DetectorSettings) -> Normalizer:
@@ -105,7 +94,7 @@ class RawRecordHandler:
             where = f"{message.topic}/{message.partition}@{message.offset}"
             # Only this agency's credential can write this topic (None: the SOC's own soc.raw).
             claimed = agency_of_topic(self.raw_topic, message.topic)
-            if _kind(message) == HEARTBEAT_KIND:
+            if message_kind(message.headers) == HEARTBEAT_KIND:
                 futures.append(self._heartbeat(message, claimed, where))
                 continue
             try:

@@ -236,11 +236,12 @@ def agency_add(
     """Provision an agency: its credential, its topic soc.raw.<id>, and the ACLs that let the
     credential write only that topic. Again for an agency changes its password."""
     from socpipe.agencies import generate_password, provision_agency
+    from socpipe.settings import read_secret_file
 
     settings = _settings(config)
     shown = False
     if password_file is not None and password_file.exists():
-        password = password_file.read_text(encoding="utf-8").strip()
+        password = read_secret_file(password_file, "--password-file")
     else:
         password = generate_password()
         if password_file is not None:

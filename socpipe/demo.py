@@ -40,7 +40,7 @@ from socpipe.samples import (
     shared_data_dir,
     sshd_lines,
 )
-from socpipe.settings import KafkaSettings, Settings
+from socpipe.settings import KafkaSettings, Settings, read_secret_file
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ class DemoRun:
         for agency in self.agencies:
             password_file = directory / f"{agency.id}.password"
             if password_file.exists():
-                password = password_file.read_text(encoding="utf-8").strip()
+                password = read_secret_file(password_file, f"demo credential of {agency.id}")
             else:
                 password = generate_password()
                 password_file.write_text(password + "\n", encoding="utf-8")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from socpipe.errors import ConfigError
-from socpipe.settings import KafkaSettings, TopicSpec
+from socpipe.settings import KafkaSettings, TopicSpec, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +42,6 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
                 settings.sasl_password_file, "kafka.sasl_password_file"
             )
     return options
-
-
-def read_secret_file(path: Path, key: str) -> str:
-    """The secret in ``path`` (one line, surrounding whitespace dropped); ConfigError if absent."""
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
-    if not secret:
-        raise ConfigError(f"{key}: {path} is empty")
-    return secret
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:

@@ -13,7 +13,7 @@ timezone-aware; naive datetimes are refused so that no stage guesses a zone sile
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Self
@@ -148,6 +148,22 @@ class RawRecord(Record):
         """
         prefix = stable_id(collector_id, source.type, source.path or source.port, stream)[:20]
         return f"{prefix}{position:012x}"
+
+
+# The header of every message on soc.raw and soc.raw.<agency>: what its value is, a RawBatch
+# (``raw``) or a collector's heartbeat (``heartbeat``, a JSON object the detectors pass on).
+KIND_HEADER = "socpipe-kind"
+RAW_KIND = b"raw"
+HEARTBEAT_KIND = b"heartbeat"
+
+
+def message_kind(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    """The ``KIND_HEADER`` value among a Kafka message's headers (kafka-python's list of
+    (name, value) pairs, or None)."""
+    for name, value in headers or ():
+        if name == KIND_HEADER:
+            return bytes(value)
+    return None
 
 
 class RawBatch(Record):

@@ -37,6 +37,20 @@ from pydantic_settings import (
 from socpipe.errors import ConfigError
 
 
+def read_secret_file(path: Path, key: str) -> str:
+    """The secret in ``path`` (its text, surrounding whitespace dropped); ConfigError naming
+    ``key`` if it cannot be read, is not text, or is empty."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{key}: {path} is not text") from exc
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
+
+
 def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
