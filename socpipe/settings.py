@@ -107,7 +107,9 @@ def _default_topic_specs() -> dict[str, TopicSpec]:
         "events": TopicSpec(partitions=6),
         "detections": TopicSpec(partitions=3),
         "dlq": TopicSpec(partitions=1, retention_ms=30 * 24 * 3600 * 1000),
-        "correlate": TopicSpec(partitions=6),
+        # Correlators rebuild their state by replaying it: as long as the longest timespan
+        # (new_value histories of 30 days) and a margin.
+        "correlate": TopicSpec(partitions=6, retention_ms=35 * 24 * 3600 * 1000),
         # One record, the rule-set bundle in force: a SigmaHQ checkout zips to about 3 MB.
         "rules": TopicSpec(
             partitions=1, retention_ms=-1, cleanup_policy="compact", max_message_bytes=40 << 20

@@ -84,6 +84,7 @@ from detectors.sigma.correlation_spec import (
 from detectors.sigma.correlation_state import (
     STATES,
     Entry,
+    NewValueState,
     State,
     freeze,
     micros,
@@ -275,6 +276,11 @@ class CorrelationEngine:
         limit, hits = self._now - self._allowance, list[CorrelationHit]()
         for spec in self._specs:
             for group, state in list(spec.groups.items()):
+                if spec.shape.kind == "new":
+                    state.evict(limit - spec.span)
+                    if not state.size():
+                        del spec.groups[group]
+                    continue
                 if spec.sliding:
                     state.evict(limit - spec.span)
                     if state.newest < limit - spec.span:
@@ -297,6 +303,9 @@ class CorrelationEngine:
         """Add an event (or an inner hit) the member rules matched to its group(s); ``event`` is
         its entry but for the member."""
         time, seq, _, ids, weight = event
+        if spec.shape.kind == "new":
+            self._new_values(spec, members, event, source, hits)
+            return
         if spec.per_member:  # temporal: each rule matched is a value
             for member in members:
                 group = spec.group_of(member, source)
@@ -318,6 +327,42 @@ class CorrelationEngine:
                 if number == 1 and spec.shape.kind != "distinct":
                     entry = (time, seq, member, (), 0)  # one event: its ids and weight once
                 self._add(spec, group, entry, item, hits)
+
+    def _new_values(
+        self,
+        spec: CorrelationSpec,
+        members: Sequence[int],
+        event: Entry,
+        source: Mapping[str, Any],
+        hits: list[CorrelationHit],
+    ) -> None:
+        """new_value: judge the event's values against its group's history, then learn them."""
+        time, _, _, ids, _ = event
+        trigger = next((member for member in members if member in spec.alert_on), None)
+        done: set[Group] = set()
+        for member in members:
+            group = spec.group_of(member, source)
+            if group in done:
+                continue
+            done.add(group)
+            items = spec.items_of(member, source)
+            self._counts["no_value"] += not items
+            if not items:
+                continue
+            state = spec.groups.get(group)
+            if state is None:
+                state = spec.groups[group] = STATES["new"](spec.shape)
+            elif state.fired and ids and ids[0] in state.fired:
+                self._counts["duplicates"] += 1
+                continue
+            assert isinstance(state, NewValueState)
+            learned = time - state.origin >= spec.learning
+            for item in items:
+                known = state.knows(item, time - spec.span)
+                state.add(event, item)
+                if trigger is not None and learned and not known:
+                    hit = spec.new_hit(group, item, trigger, time, ids, state.size() - 1)
+                    self._emit(spec, state, hit, hits)
 
     def _add(
         self,
@@ -379,11 +424,17 @@ class CorrelationEngine:
         last: int,
         hits: list[CorrelationHit],
     ) -> None:
-        hit = spec.hit(group, value, first, last, state, self._max_ids)
+        self._emit(spec, state, spec.hit(group, value, first, last, state, self._max_ids), hits)
+
+    def _emit(
+        self, spec: CorrelationSpec, state: State, hit: CorrelationHit, hits: list[CorrelationHit]
+    ) -> None:
         state.fired = frozenset(hit.event_ids)
         self._counts["hits"] += 1
         if not spec.quiet:
             hits.append(hit)
+        last = micros(hit.window_end)
+        assert last is not None
         for index, member in spec.dependents:  # chained: the hit is an event of the outer one
             event = (last, self._seq, member, hit.event_ids, hit.event_count)
             self._seq += 1

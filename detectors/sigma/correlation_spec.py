@@ -42,6 +42,7 @@ from detectors.sigma.correlation_state import (
 )
 from detectors.sigma.fields import MISSING, field_getter, iter_scalars
 from detectors.sigma.loader import Problem, ProblemKind
+from detectors.sigma.new_value import options_of
 from detectors.sigma.values import as_number
 
 _HIT_NAMESPACE: Final = uuid.UUID("6f1d8f4e-2b7a-4f0e-9d1c-5a3e8b7c9d20")
@@ -137,6 +138,8 @@ class CorrelationSpec:
 
         self.rule, self.key, self.fail = rule, rule_key(rule), fail
         kind = _KINDS.get(rule.type) if isinstance(rule.type, _Type) else None
+        new_value = options_of(rule)
+        kind = "new" if new_value is not None else kind
         if rule.errors or kind is None:
             raise fail(str(rule.errors[0]) if rule.errors else f"type {rule.type!r} unsupported")
         self.refs = list(rule.referenced_rules or rule.rules or [])
@@ -157,6 +160,7 @@ class CorrelationSpec:
         self.span = int(rule.timespan.seconds) * 1_000_000
         self.expression: Expression | None = None
         self.value_paths: list[tuple[str, ...]] = []
+        self.value_names: tuple[str, ...] = ()
         condition, rank = rule.condition, 50.0
         if isinstance(condition, SigmaExtendedCorrelationCondition):
             if rule.type is not _Type.TEMPORAL:
@@ -170,7 +174,8 @@ class CorrelationSpec:
             if rule.type not in _TEMPORAL and rule.type is not _Type.EVENT_COUNT:
                 fields = condition.fieldref
                 names = (fields,) if isinstance(fields, str) else tuple(fields or ())
-                if not names or (kind != "distinct" and len(names) != 1):
+                self.value_names = names
+                if not names or (kind not in ("distinct", "new") and len(names) != 1):
                     raise fail(f"{rule.type.name.lower()} aggregates one field, not {names!r}")
                 self.value_paths = [self._paths(names, aliases, i) for i in self._indexes]
             if sliding and kind in ("count", "distinct") and self.threshold >= max_values:
@@ -179,6 +184,12 @@ class CorrelationSpec:
                 if condition.percentile is None or not 0 <= condition.percentile <= 100:
                     raise fail("value_percentile needs a percentile from 0 to 100")
                 rank = float(condition.percentile)
+        # new_value: the history a group needs (µs) and the members whose events fire
+        self.learning, self.alert_on = 0, frozenset(self._indexes)
+        if new_value is not None:
+            self.learning, self.describe = new_value.learning_s * 1_000_000, "new value"
+            if new_value.alert_on:
+                self.alert_on = frozenset(self._index_of(ref) for ref in new_value.alert_on)
         self.valuers = [tuple(map(field_getter, paths)) for paths in self.value_paths]
         bounded = kind == "distinct" and not sliding and self.expression is None
         cap = self.threshold + 1 if bounded else max_values  # past it, lt/lte/eq/neq are known
@@ -188,12 +199,19 @@ class CorrelationSpec:
         self.dependents: list[tuple[int, int]] = []  # outer correlations: (index, member)
         self.quiet, self.state_key = False, self.key
         parts = [rule.type.name, self.describe, self.span, sliding, rank, self.group_names]
+        parts += [self.learning, sorted(self.alert_on)] if kind == "new" else []
         parts += [self.member_keys, self.group_paths, self.value_paths]
         self.fingerprint = hashlib.sha256(orjson.dumps(parts)).hexdigest()
 
     @property
     def _indexes(self) -> range:
         return range(len(self.members))
+
+    def _index_of(self, reference: str) -> int:
+        index = self._member(reference)
+        if index is None:
+            raise self.fail(f"{reference!r} is not among the referenced rules")
+        return index
 
     def _member(self, reference: str) -> int | None:
         for index, (ref, member) in enumerate(zip(self.refs, self.members, strict=True)):
@@ -249,7 +267,7 @@ class CorrelationSpec:
         if value is MISSING or value is None:
             return []
         values = iter_scalars(value) if type(value) is list or type(value) is tuple else (value,)
-        if self.shape.kind == "distinct":
+        if self.shape.kind in ("distinct", "new"):
             return [hashable(item) for item in values if item is not None]
         numbers = (as_number(item) for item in values)
         return [number for number in numbers if number is not None and math.isfinite(number)]
@@ -286,6 +304,31 @@ class CorrelationSpec:
             tuple(reversed(list(ids)[:max_ids])),
             state.weight(),
             tuple(self.member_keys[m] for m in sorted({e[2] for e in entries})),
+        )
+
+    def new_hit(
+        self, group: Group, item: Any, member: int, time: int, ids: tuple[str, ...], known: int
+    ) -> CorrelationHit:
+        """new_value: the hit of an event that brought ``item`` to ``group``, which knew
+        ``known`` other values; its window is the history it was judged against."""
+        named = dict(zip(self.group_names, map(plain, group), strict=True))
+        parts = item if len(self.value_names) > 1 else (item,)
+        named |= dict(zip(self.value_names, map(plain, parts), strict=True))
+        rule = self.rule
+        return CorrelationHit(
+            str(rule.id) if rule.id is not None else None,
+            self.key,
+            str(rule.title or ""),
+            str(rule.level) if rule.level else None,
+            tuple(str(tag) for tag in rule.tags),
+            "new_value",
+            named,
+            to_datetime(time - self.span),
+            to_datetime(time),
+            known,
+            ids,
+            1,
+            (self.member_keys[member],),
         )
 
 

@@ -38,7 +38,7 @@ import orjson
 from detectors.sigma.fields import MISSING
 
 Entry = tuple[int, int, int, tuple[str, ...], int]  # time µs, seq, member, event ids, weight
-Kind = Literal["count", "distinct", "ordered", "sum", "avg", "percentile"]
+Kind = Literal["count", "distinct", "ordered", "sum", "avg", "percentile", "new"]
 
 # Entries kept per referenced rule for temporal_ordered: a chain is checked when its last event
 # comes, when the latest few entries of each rule are all it can need.
@@ -363,6 +363,66 @@ class OrderedState(State):
         self.best = [_entry_in(entry) for entry in data["best"]]
 
 
+class NewValueState(State):
+    """new_value: when the group was first seen (``origin``) and the time each value was last
+    seen, least recently seen first; at most ``cap`` values (past it the least recent go)."""
+
+    __slots__ = ("origin", "values")
+
+    def __init__(self, shape: Shape) -> None:
+        super().__init__(shape)
+        self.origin = 1 << 62
+        self.values: OrderedDict[Hashable, int] = OrderedDict()
+
+    def knows(self, item: Hashable, since: int) -> bool:
+        """Whether ``item`` was seen at or after ``since``."""
+        last = self.values.get(item)
+        return last is not None and last >= since
+
+    def add(self, entry: Entry, item: Any) -> None:
+        time, values = entry[0], self.values
+        self.origin = min(self.origin, time)
+        self.newest = max(self.newest, time)
+        last = values.pop(item, None)
+        time = time if last is None else max(time, last)
+        tail = next(reversed(values.values()), None)
+        values[item] = time
+        if tail is not None and tail > time:  # out of order: keep the least recent first
+            self.values = OrderedDict(sorted(values.items(), key=lambda pair: pair[1]))
+        while len(self.values) > self.shape.cap:
+            self.values.popitem(last=False)
+
+    def evict(self, cutoff: int) -> None:
+        values = self.values
+        while values and next(iter(values.values())) < cutoff:
+            values.popitem(last=False)
+
+    def value(self) -> int:
+        return len(self.values)
+
+    def made_of(self) -> list[Entry]:
+        return []
+
+    def weight(self) -> int:
+        return 1
+
+    def clear(self) -> None:
+        self.values.clear()
+
+    def size(self) -> int:
+        return len(self.values)
+
+    def dump(self) -> dict[str, Any]:
+        values = [[plain(key), time] for key, time in self.values.items()]
+        return super().dump() | {"origin": self.origin, "values": values}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        super().restore(data)
+        self.origin = int(data["origin"])
+        for key, time in data["values"]:
+            self.values[freeze(key)] = int(time)
+
+
 STATES: Final[dict[Kind, type[State]]] = {
     "count": AggregateState,
     "distinct": DistinctState,
@@ -370,6 +430,7 @@ STATES: Final[dict[Kind, type[State]]] = {
     "sum": AggregateState,
     "avg": AggregateState,
     "percentile": AggregateState,
+    "new": NewValueState,
 }
 
 

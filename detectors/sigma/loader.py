@@ -62,6 +62,7 @@ from sigma.filters import SigmaFilter
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaLogSource, SigmaRule
 
+from detectors.sigma.new_value import translate as translate_new_value
 from detectors.sigma.pipelines import process_rule, resolve_pipelines
 
 Severity = Literal["error", "warning"]
@@ -322,6 +323,14 @@ def _parse_document(
                 "supported: write each rule whole", _text(data.get("id")), _text(data.get("title")),
             )
         )  # fmt: skip
+        return
+    data, errors = translate_new_value(data)  # socpipe's new_value correlation type
+    if errors:
+        for key, message in errors:
+            line = document.keys.get(key, document.line)
+            problems.append(
+                Problem(path, line, message, _text(data.get("id")), _text(data.get("title")))
+            )
         return
     source = SigmaRuleLocation(path, document.line)
     try:

@@ -890,3 +890,144 @@ def test_huge_numbers_still_snapshot_as_json(tmp_path: Path) -> None:
     exfiltration = fixtures().engine(EXFILTRATION)
     [hit] = fixtures().feed(exfiltration, [web(0, "192.0.2.7", size=2**70)])
     assert orjson.loads(orjson.dumps(hit))["value"] == float(2**70)
+
+
+# --- new_value (socpipe's first-seen correlation) -------------------------------------------
+
+NEW_ADDRESS = """
+title: Login from an address new to the account
+id: 7a3c1e52-4d0b-4c1e-9f21-000000000201
+name: new_address
+correlation:
+  type: new_value
+  rules: [ssh_success, ssh_failure]
+  group-by: [user.name]
+  timespan: 30d
+  condition:
+    field: source.ip
+    learning: 7d
+    alert-on: ssh_success
+level: medium
+"""
+NEW_VALUE = "7a3c1e52-4d0b-4c1e-9f21-000000000201"
+DAY = 86_400
+
+
+def test_new_value_fires_once_a_group_has_learned_and_only_for_alert_on_rules(
+    tmp_path: Path,
+) -> None:
+    rules = with_extra(tmp_path, NEW_ADDRESS)
+    engine = rules.engine(NEW_VALUE)
+    # Day 0: the account's first login; day 3: a new address, still learning.
+    assert rules.feed(engine, [ssh(0, outcome="success", ip="10.0.0.1")]) == []
+    assert rules.feed(engine, [ssh(3 * DAY, outcome="success", ip="10.0.0.2")]) == []
+    # Day 8: a failure from a new address teaches (it is not alert-on) but does not fire.
+    assert rules.feed(engine, [ssh(8 * DAY, ip="10.0.0.3")]) == []
+    # Day 9: successes from the known addresses, then from a new one.
+    known = [ssh(9 * DAY + i, outcome="success", ip=f"10.0.0.{i}") for i in (1, 2, 3)]
+    assert rules.feed(engine, known) == []
+    event = ssh(9 * DAY + 60, outcome="success", ip="198.51.100.9")
+    [hit] = rules.feed(engine, [event])
+    assert hit.key == NEW_VALUE and hit.type == "new_value"
+    assert hit.group == {"user.name": "root", "source.ip": "198.51.100.9"}
+    assert hit.value == 3  # addresses known before it
+    assert hit.event_ids == (event["event"]["id"],) and hit.event_count == 1
+    assert hit.rules == (SSH_SUCCESS,)
+    assert hit.window_end == at(9 * DAY + 60)
+    assert hit.window_start == at(9 * DAY + 60) - timedelta(days=30)
+    # Once learned, the address is known: no second hit; another user has no history yet.
+    again = [ssh(9 * DAY + 120, outcome="success", ip="198.51.100.9")]
+    assert rules.feed(engine, again) == []
+    other = [ssh(9 * DAY + 180, outcome="success", ip="198.51.100.9", user="alice")]
+    assert rules.feed(engine, other) == []
+
+
+def test_new_value_forgets_after_the_timespan(tmp_path: Path) -> None:
+    rules = with_extra(tmp_path, NEW_ADDRESS)
+    engine = rules.engine(NEW_VALUE)
+    rules.feed(engine, [ssh(0, outcome="success", ip="10.0.0.1")])
+    rules.feed(engine, [ssh(20 * DAY, outcome="success", ip="10.0.0.2")])
+    # Day 31: 10.0.0.1 was last seen 31 days ago: new again; 10.0.0.2, 11 days ago: known.
+    hits = rules.feed(engine, [ssh(31 * DAY, outcome="success", ip=ip) for ip in ("10.0.0.1",)])
+    assert [hit.group["source.ip"] for hit in hits] == ["10.0.0.1"]
+    assert rules.feed(engine, [ssh(31 * DAY + 1, outcome="success", ip="10.0.0.2")]) == []
+    # advance forgets what the timespan passed, and a group with nothing left altogether.
+    assert engine.state_size == 2
+    engine.advance(at(61 * DAY + 60.5))  # the allowance (60 s) after 30 days past 10.0.0.1
+    assert engine.state_size == 1
+    engine.advance(at(62 * DAY))
+    assert engine.stats.groups == 0
+    # The account starts learning afresh: its next new address does not fire.
+    assert rules.feed(engine, [ssh(62 * DAY, outcome="success", ip="10.0.0.9")]) == []
+
+
+def test_new_value_keeps_at_most_max_values_per_group(tmp_path: Path) -> None:
+    rules = with_extra(tmp_path, NEW_ADDRESS)
+    engine = rules.engine(NEW_VALUE, max_values=3)
+    rules.feed(engine, [ssh(i, outcome="success", ip=f"10.0.0.{i}") for i in range(1, 5)])
+    assert engine.state_size == 3  # 10.0.0.1, the least recently seen, went
+    hits = rules.feed(
+        engine, [ssh(8 * DAY + i, outcome="success", ip=f"10.0.0.{i}") for i in (1, 4)]
+    )
+    assert [hit.group["source.ip"] for hit in hits] == ["10.0.0.1"]
+
+
+def test_new_value_restores_and_a_replay_does_not_fire_twice(tmp_path: Path) -> None:
+    rules = with_extra(tmp_path, NEW_ADDRESS)
+    correlation = [rules.correlations[NEW_VALUE]]
+    events = [ssh(0, outcome="success", ip="10.0.0.1")]
+    events += [ssh(8 * DAY + i, outcome="success", ip=f"192.0.2.{i % 3}") for i in range(6)]
+    straight = CorrelationEngine(correlation)
+    expected = rules.feed(straight, events)
+    assert len(expected) == 3
+    for cut in (1, 3, 5):
+        engine = CorrelationEngine(correlation)
+        hits = rules.feed(engine, events[:cut])
+        restored = CorrelationEngine.restore(correlation, _json(engine.snapshot()))
+        assert rules.feed(restored, events[cut - 1 : cut]) == []  # the last one again: replay
+        hits += rules.feed(restored, events[cut:])
+        assert hits == expected
+    assert restored.stats.duplicates + restored.stats.hits >= 1
+
+
+def test_a_new_value_hit_feeds_an_outer_correlation(tmp_path: Path) -> None:
+    outer = """
+title: Two new addresses for one account within an hour
+id: 7a3c1e52-4d0b-4c1e-9f21-000000000202
+correlation:
+  type: event_count
+  rules: [new_address]
+  group-by: [user.name]
+  timespan: 1h
+  condition: {gte: 2}
+"""
+    rules = with_extra(tmp_path, NEW_ADDRESS + "---\n" + outer)
+    engine = rules.engine(NEW_VALUE, "7a3c1e52-4d0b-4c1e-9f21-000000000202")
+    rules.feed(engine, [ssh(0, outcome="success", ip="10.0.0.1")])
+    new = [ssh(8 * DAY + 60 * i, outcome="success", ip=f"192.0.2.{i}") for i in range(2)]
+    hits = rules.feed(engine, new)
+    # The outer one does not generate (the default): the new_value hits feed it silently.
+    assert [hit.type for hit in hits] == ["event_count"]
+    assert hits[-1].event_ids == tuple(event["event"]["id"] for event in new)
+
+
+@pytest.mark.parametrize(
+    ("condition", "line", "message"),
+    [
+        ("{field: source.ip, learning: 60d}", 10, "longer than the timespan"),
+        ("{field: source.ip, learning: soon}", 10, "is not a timespan"),
+        ("{field: source.ip, alert-on: ssh_denied}", 10, "does not reference"),
+        ("{field: source.ip, gte: 3}", 10, "'gte' is not a new_value option"),
+        ("source.ip", 10, "needs a condition with a field"),
+    ],
+)
+def test_a_new_value_correlation_with_bad_options_is_refused_at_its_line(
+    tmp_path: Path, condition: str, line: int, message: str
+) -> None:
+    text = NEW_ADDRESS.split("  condition:")[0] + f"  condition: {condition}\nlevel: low\n"
+    extra = tmp_path / "extra.yml"
+    extra.write_text(text, encoding="utf-8")
+    result = load_rules([BASE_RULES, extra])
+    [problem] = result.errors
+    assert message in problem.message and problem.path == extra
+    assert problem.line == line and problem.rule_id == NEW_VALUE
