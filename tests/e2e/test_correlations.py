@@ -26,15 +26,21 @@ ATTACKER = "113.160.12.9"
 
 
 def _batch(first: int, count: int, host: str, at: datetime) -> bytes:
+    failures = [
+        (n, at + timedelta(seconds=n), f"Failed password for root from {ATTACKER} port {40000 + n}")
+        for n in range(first, first + count)
+    ]
+    return _syslog_batch(failures, host)
+
+
+def _syslog_batch(lines: list[tuple[int, datetime, str]], host: str) -> bytes:
+    """Raw records of sshd lines (number, time, text) as a collector ships them."""
     zone = ZoneInfo("Asia/Ho_Chi_Minh")
     source = SourceRef(type="file", path="/var/log/auth.log", format="syslog")
     records = []
-    for n in range(first, first + count):
-        moment = (at + timedelta(seconds=n)).astimezone(zone)
-        line = (
-            f"{moment:%b} {moment.day:>2} {moment:%H:%M:%S} {host} sshd[{900 + n}]: "
-            f"Failed password for root from {ATTACKER} port {40000 + n} ssh2"
-        )
+    for n, at, text in lines:
+        moment = at.astimezone(zone)
+        line = f"{moment:%b} {moment.day:>2} {moment:%H:%M:%S} {host} sshd[{900 + n}]: {text} ssh2"
         records.append(
             RawRecord(
                 id=f"e2e-corr-{n}",
@@ -137,6 +143,86 @@ def test_two_detectors_and_a_restarted_correlator_fire_once(
         running.kill("correlate")
         running.start("correlate", "correlate")
         time.sleep(8)
+        running.check()
+        assert [d.id for d in _correlation_detections(settings)] == [hit.id]
+    finally:
+        running.stop_all()
+
+
+NEW_ADDRESS = """
+title: Login from an address new to the account
+id: 7a3c1e52-4d0b-4c1e-9f21-000000000201
+correlation:
+  type: new_value
+  rules: [ssh_success]
+  group-by: [user.name]
+  timespan: 30d
+  condition:
+    field: source.ip
+    learning: 7d
+level: medium
+"""
+
+
+def test_a_restarted_correlator_rebuilds_a_new_value_history_from_the_topic(
+    pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    """The history of a new_value correlation (weeks of it) is rebuilt by replaying
+    soc.correlate: after a restart, a known address stays known, the account stays learned,
+    and a new address fires once."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "base_rules.yml").write_bytes(
+        (FIXTURES / "correlation" / "base_rules.yml").read_bytes()
+    )
+    (rules / "new_address.yml").write_text(NEW_ADDRESS, encoding="utf-8")
+    values: dict[str, Any] = pipeline_settings.model_dump(mode="json")
+    values["detector"]["rules_paths"] = [str(rules)]
+    config = tmp_path / "socpipe.yaml"
+    config.write_text(yaml.safe_dump(values, allow_unicode=True), encoding="utf-8")
+    settings = pipeline_settings
+    ensure_topics(settings.kafka)
+    running = Stages(config, tmp_path)
+    topics = settings.kafka.topics
+    group = f"{settings.detector.group_id}-correlate"
+    now = datetime.now(UTC).replace(microsecond=0)
+    known, new = "10.20.1.15", "198.51.100.9"
+
+    def login(n: int, days: float, address: str) -> tuple[int, datetime, str]:
+        text = f"Accepted password for nguyen.van.a from {address} port {50000 + n}"
+        return n, now - timedelta(days=days), text
+
+    try:
+        running.start("detect", "detect")
+        running.start("correlate", "correlate")
+        producer = make_producer(settings.kafka)
+        history = [login(0, 16, known), login(1, 9, known), login(2, 1, known)]
+        producer.send(topics.raw, value=_syslog_batch(history, "so-tttt-srv"))
+        producer.flush()
+        _consumed(settings, group, topics.correlate, 3, running)
+        assert _correlation_detections(settings) == []
+
+        running.kill("correlate")  # its history is only in soc.correlate now
+        running.start("correlate", "correlate")
+        later = [login(3, 0.01, known), login(4, 0.005, new), login(5, 0.001, new)]
+        producer.send(topics.raw, value=_syslog_batch(later, "so-tttt-srv"))
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 90
+        hits: list[Detection] = []
+        while time.monotonic() < deadline and not hits:
+            running.check()
+            hits = _correlation_detections(settings)
+        assert len(hits) == 1, hits
+        (hit,) = hits
+        assert hit.rule.title == "Login from an address new to the account"
+        assert hit.entities.source_ip == new
+        assert hit.event_ids == ["e2e-corr-4"]
+
+        running.kill("correlate")
+        running.start("correlate", "correlate")
+        _consumed(settings, group, topics.correlate, 6, running)
+        time.sleep(5)
         running.check()
         assert [d.id for d in _correlation_detections(settings)] == [hit.id]
     finally:
