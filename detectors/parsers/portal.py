@@ -21,8 +21,10 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Final
+from urllib.parse import unquote
 
 from detectors.parsers.base import DataParser, Fragment, NotMine, ParseContext, is_ip
+from detectors.parsers.webfields import request_url
 from detectors.syslog import zone_named
 
 _MAX_LONG: Final = 2**63 - 1
@@ -212,15 +214,12 @@ def _http(fragment: Fragment, portal: dict[str, Any], value: Any) -> int | None:
         fragment["http"] = {"request": {"method": method.upper()}}
     path = _text(http.get("path"))
     query = _text(http.get("query"))
-    url: dict[str, Any] = {}
-    if path:
+    if path:  # url.* as the web servers' parsers give them (path and query decoded)
         path, _, inline = path.partition("?")
         query = query or inline or None
-        url["path"] = path
-        url["original"] = f"{path}?{query}" if query else path
-    if query:
-        url["query"] = query
-    _put(fragment, "url", url)
+        _put(fragment, "url", request_url(f"{path}?{query}" if query else path, method))
+    elif query:
+        _put(fragment, "url", {"query": unquote(query)})
     status = _number(http.get("status"))
     if status is not None and 100 <= status <= 999:
         fragment.setdefault("http", {})["response"] = {"status_code": status}

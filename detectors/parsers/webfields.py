@@ -110,7 +110,7 @@ def access_fragment(
     if version:
         http["version"] = version
     if target:
-        url |= _url(target, method)
+        url |= request_url(target, method)
     else:
         # Apache's %q carries its "?"; nginx's $args does not.
         path = _present(values.get("path"))
@@ -285,7 +285,7 @@ def _request(request: str | None, own: dict[str, Any]) -> tuple[str | None, str 
     return None, None, None
 
 
-def _url(target: str, method: str | None) -> dict[str, Any]:
+def request_url(target: str, method: str | None) -> dict[str, Any]:
     """``url.*`` of a request target; the path and query percent-decoded, as Elastic does."""
     url: dict[str, Any] = {"original": target}
     if target.startswith("/"):

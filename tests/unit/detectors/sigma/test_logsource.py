@@ -134,7 +134,8 @@ def test_unknown_events_have_no_log_source(router: LogsourceRouter) -> None:
     assert router.keys_for({}) == frozenset()
     assert router.keys_for({"event": {"dataset": "tomcat.access"}, "message": "x"}) == frozenset()
     portal = {"event": {"dataset": "portal.app"}, "message": "x"}
-    assert router.keys_for(portal) == frozenset({("portal", None, None)})
+    # The portal's application log is its own source and, for its requests, a web server's.
+    assert router.keys_for(portal) == frozenset({("portal", None, None), (None, "webserver", None)})
     # Odd shapes do not raise: lists, numbers, None where a mapping was expected.
     odd = {"event": ["x"], "winlog": {"channel": None, "event_id": 4104}}
     assert router.keys_for(odd) == frozenset({("windows", None, None)})

@@ -260,7 +260,7 @@ detection:
         "c-useragent", "user_agent.original", "http.request.referrer", "url.domain",
         "source.ip", "event.dataset",
     }  # fmt: skip
-    assert _values(web, "event.dataset") == {"nginx.access", "apache.access"}
+    assert _values(web, "event.dataset") == {"nginx.access", "apache.access", "portal.app"}
     proxy = _load_one(
         _write(
             tmp_path,
