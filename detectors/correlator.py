@@ -18,6 +18,10 @@ the lookback loses the state of windows open when it stopped (they start afresh)
 Rule sets come as for the detector (``detectors.reload``): the set in force on ``soc.rules``,
 else ``detector.rules_paths``; a new set takes over between batches, each partition's state
 carried over (``CorrelationEngine.restore``: the state of a changed correlation is dropped).
+
+For completeness accounting (``socpipe.counters``) the handler counts, per agency and UTC hour,
+the detections it sends (not those of a replay, which are not sent) and the records it
+dead-letters; ``run`` publishes the counts to soc.heartbeats.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from detectors.reload import RuleSetWatcher, rules_in
 from detectors.sigma.correlation import CorrelationEngine, CorrelationHit
 from detectors.sigma.detection import SigmaDetector, rule_ref_of
 from detectors.worker import follow_rules
+from socpipe.counters import CounterPublisher, StageCounters
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.kafka import ensure_topics, make_consumer, make_producer
 from socpipe.records import Detection, DetectorRef, Entities, stable_id
@@ -60,12 +65,14 @@ class CorrelateHandler:
         detections_topic: str,
         detector: SigmaDetector | None,
         rules: RuleSetWatcher | None = None,
+        counters: StageCounters | None = None,
     ) -> None:
         self.producer = producer
         self.dlq = dlq
         self.detections_topic = detections_topic
         self.detector = detector
         self.rules = rules
+        self.counters = counters
         self.engines: dict[int, CorrelationEngine] = {}
         # partition -> the committed offset when it was assigned: records before it are replay
         self.replay_until: dict[int, int] = {}
@@ -117,6 +124,8 @@ class CorrelateHandler:
                         offset=message.offset,
                     )
                 )
+                if self.counters is not None:
+                    self.counters.add(_agency_of(message.value), "dead_lettered")
                 continue
             engine = self._engine(message.partition)
             if engine is None:
@@ -146,6 +155,8 @@ class CorrelateHandler:
 
     def _send(self, hit: CorrelationHit, event: dict[str, Any]) -> Any:
         detection = correlation_detection(hit, event, self._version())
+        if self.counters is not None:
+            self.counters.add(detection.entities.agency, "detected")
         return self.producer.send(
             self.detections_topic,
             key=detection.dedup_key.encode(),
@@ -200,6 +211,17 @@ def correlation_detection(hit: CorrelationHit, event: dict[str, Any], version: s
         event_ids=list(hit.event_ids) or [hit.id],
         events=[],
     )
+
+
+def _agency_of(value: bytes | None) -> str:
+    """The agency of an unreadable candidate, if its event still says (else ``unknown``)."""
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return "unknown"
+    event = record.get("event") if isinstance(record, dict) else None
+    agency = _part(event, "organization").get("id") if isinstance(event, dict) else None
+    return agency if isinstance(agency, str) and agency else "unknown"
 
 
 def _part(event: dict[str, Any], name: str) -> dict[str, Any]:
@@ -280,12 +302,18 @@ def run(settings: Settings, stop: threading.Event) -> None:
     producer = make_producer(settings.kafka)
     correlator_id = f"correlator-{settings.detector.id.removeprefix('detector-')}"
     watcher, detector = follow_rules(settings, producer, correlator_id)
+    counters = StageCounters("correlate", correlator_id)
+    # Its own producer: the stream loop closes its producer before the last counts are sent.
+    publisher = CounterPublisher(
+        counters, make_producer(settings.kafka, max_block_ms=10_000), topics.heartbeats
+    )
     handler = CorrelateHandler(
         producer,
         DeadLetterWriter(producer, topics.dlq, "correlate"),
         detections_topic=topics.detections,
         detector=detector,
         rules=watcher,
+        counters=counters,
     )
     consumer = make_consumer(
         settings.kafka, f"{settings.detector.group_id}-correlate", [topics.correlate]
@@ -294,7 +322,10 @@ def run(settings: Settings, stop: threading.Event) -> None:
     rebuild = _Rebuild(consumer, handler)
     consumer.subscribe([topics.correlate], listener=rebuild)
     log.info("correlating from %s", topics.correlate)
+    publisher.start()
     try:
         CorrelateLoop(consumer, producer, handler, max_records=500, rebuild=rebuild).run(stop)
     finally:
         watcher.stop()
+        publisher.stop()
+        publisher.producer.close(timeout=10)

@@ -9,6 +9,11 @@ was stopping, writes a health record (format ``socpipe.health``, ``detectors/par
 to ``soc.raw``; when it is heard again, another. The detectors turn them into events and the rule
 ``rules/socpipe/health/collector_silent.yml`` into an alert.
 
+The watch also runs the completeness aggregator (``alerting.completeness``), in a thread of its
+own with its own consumer of ``soc.heartbeats``: collectors' heartbeats and the stages' counters
+become per agency and hour documents in Elasticsearch. When Elasticsearch is away the aggregator
+waits and retries without committing, while the watch goes on judging silences.
+
 Time is the SOC's: a heartbeat's Kafka timestamp is set when a detector passed it on, so an
 agency's clock being wrong does not make its collector look silent. Record ids come from the
 collector and its last heartbeat, so two watches (or a restarted one) write the same record and
@@ -26,9 +31,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, TopicPartition
 
 from socpipe import __version__
+from socpipe.elastic import make_elasticsearch
 from socpipe.kafka import client_options, ensure_topics, make_producer
 from socpipe.records import (
     KIND_HEADER,
@@ -150,8 +157,12 @@ def run(
     check_every_s: float = 10.0,
     lookback_s: float = 24 * 3600.0,
     clock: Callable[[], float] = time.time,
+    client: Elasticsearch | None = None,
+    completeness: bool = True,
 ) -> None:
-    """Watch ``soc.heartbeats`` until ``stop`` is set, writing health records to ``soc.raw``."""
+    """Watch ``soc.heartbeats`` until ``stop`` is set, writing health records to ``soc.raw``,
+    and (unless ``completeness`` is off) fold it into completeness documents through
+    ``client`` (default: one made from ``settings.elasticsearch``)."""
     topics = settings.kafka.topics
     ensure_topics(settings.kafka, ["raw", "heartbeats"])
     watch = watch or HealthWatch()
@@ -173,6 +184,8 @@ def run(
         else:
             consumer.seek(partition, found.offset)
     log.info("watching %s for silent collectors", topics.heartbeats)
+    halt = threading.Event()  # set when the watch ends, so that the aggregator ends with it
+    aggregator = _start_completeness(settings, halt, client) if completeness else None
     next_check = clock() + check_every_s
     try:
         while not stop.is_set():
@@ -181,7 +194,7 @@ def run(
                 for message in batch:
                     key = (message.key or b"").decode("utf-8", "replace")
                     if not key.startswith("collector/"):
-                        continue  # detectors' rule-set status shares the topic
+                        continue  # the rule-set status and stage counters share the topic
                     try:
                         beat = orjson.loads(message.value)
                     except orjson.JSONDecodeError:
@@ -202,5 +215,34 @@ def run(
                     headers=[(KIND_HEADER, RAW_KIND)],
                 ).get(timeout=60)
     finally:
+        halt.set()
         consumer.close()
         producer.close(timeout=10)
+        if aggregator is not None:
+            aggregator.join(timeout=60)
+
+
+def _start_completeness(
+    settings: Settings, halt: threading.Event, client: Elasticsearch | None
+) -> threading.Thread:
+    """The completeness aggregator's thread (``alerting.completeness.aggregate``)."""
+    from alerting.completeness import aggregate
+
+    es = client if client is not None else make_elasticsearch(settings.elasticsearch)
+
+    def _run() -> None:
+        try:
+            while not halt.is_set():
+                try:
+                    aggregate(settings, halt, es)
+                except Exception:
+                    # Started again from its committed offsets, which re-reading makes no worse.
+                    log.exception("the completeness aggregator failed; restarting it in 30 s")
+                    halt.wait(30)
+        finally:
+            if client is None:
+                es.close()
+
+    thread = threading.Thread(target=_run, name="completeness", daemon=True)
+    thread.start()
+    return thread

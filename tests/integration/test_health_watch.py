@@ -1,11 +1,15 @@
 """The health watch on the real Kafka: a collector's heartbeats stop, a health record reaches
-soc.raw; the rule set turns it into a detection."""
+soc.raw; the detect stage's handler, with the province's rule set, turns it into a detection on
+soc.detections."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,18 +19,46 @@ from detectors import health
 from detectors.normalize import Normalizer
 from detectors.sigma.detection import SigmaDetector
 from detectors.sigma.hunt import build_hunter
+from detectors.worker import RawRecordHandler
+from socpipe.deadletter import DeadLetterWriter
+from socpipe.elastic import make_elasticsearch
 from socpipe.kafka import client_options, ensure_topics, make_producer
-from socpipe.records import RawBatch
+from socpipe.records import Detection, RawBatch
 from socpipe.settings import Settings
 
-pytestmark = pytest.mark.kafka
+# The watch also runs the completeness aggregator, which writes to Elasticsearch.
+pytestmark = [pytest.mark.kafka, pytest.mark.elasticsearch]
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
-def test_a_collector_that_stops_beating_is_reported_and_alerts(pipeline_settings: Settings) -> None:
+@pytest.fixture
+def watch_settings(pipeline_settings: Settings) -> Iterator[Settings]:
+    yield pipeline_settings
+    es = make_elasticsearch(pipeline_settings.elasticsearch)
+    with contextlib.suppress(Exception):  # the conftest drops the indices, not this template
+        es.indices.delete_index_template(
+            name=f"{pipeline_settings.elasticsearch.index_prefix}-completeness"
+        )
+    es.close()
+
+
+def read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every message of ``topic`` now, from its start."""
+    consumer = KafkaConsumer(**client_options(settings.kafka), consumer_timeout_ms=1000)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def test_a_collector_that_stops_beating_is_reported_and_alerts(watch_settings: Settings) -> None:
+    pipeline_settings = watch_settings
     topics = pipeline_settings.kafka.topics
-    ensure_topics(pipeline_settings.kafka, ["raw", "heartbeats"])
+    ensure_topics(pipeline_settings.kafka)
     producer = make_producer(pipeline_settings.kafka)
     for n in range(3):
         beat = {
@@ -56,27 +88,51 @@ def test_a_collector_that_stops_beating_is_reported_and_alerts(pipeline_settings
     partitions = [TopicPartition(topics.raw, p) for p in consumer.partitions_for_topic(topics.raw)]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
-    records = []
+    messages: list[Any] = []
     deadline = time.monotonic() + 60
     try:
-        while not records and time.monotonic() < deadline:
-            records = [r for m in consumer for r in RawBatch.from_json(m.value).records]
+        while not messages and time.monotonic() < deadline:
+            messages = list(consumer)
     finally:
         stop.set()
         thread.join(30)
         consumer.close()
-    (record,) = records
+    assert not thread.is_alive()
+    (message,) = messages
+    (record,) = RawBatch.from_json(message.value).records
     assert record.data is not None
     assert record.data["socpipe_health"]["check"] == "collector-silent"
     assert record.agency.id == "so-noi-vu"
     assert list(watch.collectors) == ["collector/so-noi-vu/snv-srv-01"]
 
-    # The province's rule set makes it a detection with its ATT&CK technique.
-    event = Normalizer().normalize(record)
+    # Through the detect stage's handler with the province's rule set: a detection of the
+    # collector_silent rule on soc.detections, with its ATT&CK technique.
     hunter = build_hunter([RULES / "socpipe", RULES / "filters"])
     detector = SigmaDetector(hunter.engine, "test", hunter.correlations, hunter.keys)
-    detections = detector.evaluate(event.event, event.document)
-    titles = {d.rule.title for d in detections}
-    assert "A collector went silent" in titles
-    (silent,) = [d for d in detections if d.rule.title == "A collector went silent"]
-    assert "t1562.006" in " ".join(silent.rule.tags).lower()
+    producer = make_producer(pipeline_settings.kafka)
+    handler = RawRecordHandler(
+        producer,
+        DeadLetterWriter(producer, topics.dlq, "detect"),
+        events_topic=topics.events,
+        detections_topic=topics.detections,
+        correlate_topic=topics.correlate,
+        checks=[],
+        normalizer=Normalizer(),
+        sigma=detector,
+        raw_topic=topics.raw,
+        heartbeats_topic=topics.heartbeats,
+    )
+    try:
+        for future in handler([message]):
+            future.get(timeout=30)
+    finally:
+        producer.close()
+    detections = [
+        Detection.from_json(m.value) for m in read_all(pipeline_settings, topics.detections)
+    ]
+    silent = [d for d in detections if d.rule.title == "A collector went silent"]
+    assert len(silent) == 1, [d.rule.title for d in detections]
+    assert silent[0].entities.agency == "so-noi-vu"
+    assert silent[0].rule.id == "4e9b1f27-8c3d-4a5e-b6f0-2d7c9a1e5b84"  # collector_silent.yml
+    assert "t1562.006" in " ".join(silent[0].rule.tags).lower()
+    assert read_all(pipeline_settings, topics.dlq) == []
