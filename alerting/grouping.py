@@ -2,17 +2,58 @@
 
 Pure logic, shared by every store. An alert's id is derived from its dedup key and window, so
 whichever worker or replay folds a detection in, it lands on the same document.
+
+Which key and window a detection gets is the alerting's choice (:class:`AlertPolicies`): the
+first ``alerting.policies`` entry that matches its rule and agency, else the detector's key
+(rule, agency and host for rules; the group for correlations) and ``dedup_window_s``. Windows
+are fixed, aligned to the epoch: every writer computes the same one without asking anyone, and a
+storm within one window is one alert with its count. A storm that crosses a window's end is two.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from socpipe.records import Alert, Detection, HistoryEntry, stable_id
+from socpipe.settings import AlertPolicy
 
 # An alert keeps a bounded sample of what made it: the count says how many there were.
 MAX_DETECTION_IDS = 100
 MAX_EVENTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """The key and window a detection folds by, and the policy that chose them."""
+
+    key: str
+    window_s: int
+    policy: str | None = None
+
+
+class AlertPolicies:
+    """``alerting.policies`` in order, over a default window (see the module docstring)."""
+
+    def __init__(self, policies: Sequence[AlertPolicy], default_window_s: int) -> None:
+        self.policies = list(policies)
+        self.default_window_s = default_window_s
+
+    def grouping(self, detection: Detection) -> Grouping:
+        """The key and window of ``detection``."""
+        rule, entities = detection.rule.id, detection.entities
+        for policy in self.policies:
+            if policy.rules and rule not in policy.rules:
+                continue
+            if policy.agencies and entities.agency not in policy.agencies:
+                continue
+            key = detection.dedup_key
+            if policy.entity is not None:
+                parts = [getattr(entities, name) or "" for name in policy.entity]
+                key = stable_id(rule, entities.agency, *parts)
+            return Grouping(key, policy.window_s, policy.name)
+        return Grouping(detection.dedup_key, self.default_window_s)
 
 
 def window_start(moment: datetime, window_s: int) -> datetime:
@@ -21,17 +62,17 @@ def window_start(moment: datetime, window_s: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % window_s, tz=UTC)
 
 
-def alert_id(detection: Detection, window_s: int) -> str:
+def alert_id(detection: Detection, grouping: Grouping) -> str:
     """The id of the alert a detection belongs to."""
-    start = window_start(detection.timestamp, window_s)
-    return stable_id(detection.dedup_key, start.isoformat())
+    start = window_start(detection.timestamp, grouping.window_s)
+    return stable_id(grouping.key, start.isoformat())
 
 
 def fold(
     existing: Alert | None,
     detection: Detection,
     *,
-    window_s: int,
+    grouping: Grouping,
     source: str,
     offset: int,
 ) -> Alert | None:
@@ -60,10 +101,11 @@ def fold(
                 "source_offset": {**existing.source_offset, source: offset},
             }
         )
-    start = window_start(detection.timestamp, window_s)
+    start = window_start(detection.timestamp, grouping.window_s)
+    created = {"detection": detection.id} | ({"policy": grouping.policy} if grouping.policy else {})
     return Alert(
-        id=stable_id(detection.dedup_key, start.isoformat()),
-        dedup_key=detection.dedup_key,
+        id=stable_id(grouping.key, start.isoformat()),
+        dedup_key=grouping.key,
         count=1,
         first_seen=detection.timestamp,
         last_seen=detection.timestamp,
@@ -80,7 +122,7 @@ def fold(
                 at=detection.timestamp,
                 by="socpipe",
                 action="created",
-                detail={"detection": detection.id},
+                detail=created,
             )
         ],
         source_offset={source: offset},

@@ -12,15 +12,18 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
-from alerting.grouping import alert_id, fold, window_start
-from alerting.templates import alert_template
+from alerting.grouping import AlertPolicies, Grouping, alert_id, fold, window_start
+from alerting.indices import Indices
+from alerting.templates import alert_document, alert_from_document
 from socpipe.records import Alert, AlertStatus, Detection, Severity
+from socpipe.settings import AlertPolicy
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,16 @@ class SourcedDetection:
     offset: int
 
 
+@dataclass(frozen=True)
+class AlertChange:
+    """An alert as a batch left it: ``new`` when the batch created it, ``added`` the
+    detections the batch folded in (what notifications and counters are told)."""
+
+    alert: Alert
+    new: bool
+    added: int
+
+
 @dataclass
 class ApplyResult:
     """What ``apply`` did: alerts written, detections skipped as replays, and failures."""
@@ -41,6 +54,7 @@ class ApplyResult:
     written: int = 0
     replays: int = 0
     failed: list[tuple[SourcedDetection, str]] = field(default_factory=list)
+    changes: list[AlertChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -67,10 +81,12 @@ class AlertPage:
 
 
 class AlertStore(ABC):
-    """Holds alerts; see the module docstring for how to implement one."""
+    """Holds alerts; see the module docstring for how to implement one. ``window_s`` and
+    ``policies``: how detections fold (``alerting.grouping.AlertPolicies``)."""
 
-    def __init__(self, window_s: int) -> None:
+    def __init__(self, window_s: int, policies: Sequence[AlertPolicy] = ()) -> None:
         self.window_s = window_s
+        self.policies = AlertPolicies(policies, window_s)
 
     @abstractmethod
     def ensure_ready(self) -> None:
@@ -120,8 +136,8 @@ def _matches(alert: Alert, query: AlertQuery) -> bool:
 class InMemoryAlertStore(AlertStore):
     """The test double: a dict of alerts, same folding and replay rules."""
 
-    def __init__(self, window_s: int = 3600) -> None:
-        super().__init__(window_s)
+    def __init__(self, window_s: int = 3600, policies: Sequence[AlertPolicy] = ()) -> None:
+        super().__init__(window_s, policies)
         self.alerts: dict[str, Alert] = {}
 
     def ensure_ready(self) -> None:
@@ -130,19 +146,22 @@ class InMemoryAlertStore(AlertStore):
     def apply(self, batch: list[SourcedDetection]) -> ApplyResult:
         result = ApplyResult()
         for item in batch:
-            key = alert_id(item.detection, self.window_s)
+            grouping = self.policies.grouping(item.detection)
+            key = alert_id(item.detection, grouping)
             folded = fold(
                 self.alerts.get(key),
                 item.detection,
-                window_s=self.window_s,
+                grouping=grouping,
                 source=item.source,
                 offset=item.offset,
             )
             if folded is None:
                 result.replays += 1
             else:
+                new = key not in self.alerts
                 self.alerts[key] = folded
                 result.written += 1
+                result.changes.append(AlertChange(folded, new, 1))
         return result
 
     def search(self, query: AlertQuery) -> AlertPage:
@@ -164,19 +183,26 @@ class ElasticsearchAlertStore(AlertStore):
     """Alerts in monthly ``<prefix>-alerts-YYYY.MM`` indices behind the ``<prefix>-alerts`` alias.
 
     Writes use deterministic ids and optimistic concurrency (``if_seq_no``/``if_primary_term``)
-    instead of scripts, which the local Elasticsearch does not have.
+    instead of scripts, which the local Elasticsearch does not have. Documents carry the ECS
+    view of the alert (``alerting.templates.alert_document``).
     """
 
     MAX_ATTEMPTS = 8
 
     def __init__(
-        self, client: Elasticsearch, prefix: str, window_s: int, replicas: int = 0
+        self,
+        client: Elasticsearch,
+        prefix: str,
+        window_s: int,
+        replicas: int = 0,
+        policies: Sequence[AlertPolicy] = (),
     ) -> None:
-        super().__init__(window_s)
+        super().__init__(window_s, policies)
         self.replicas = replicas
         self.client = client
         self.prefix = prefix
-        self.alias = f"{prefix}-alerts"
+        self.indices = Indices(client, prefix, replicas)
+        self.alias = self.indices.alias("alerts")
 
     def ping(self) -> bool:
         # Not client.ping(): that asks GET /, which the integ-test distribution does not serve.
@@ -186,21 +212,20 @@ class ElasticsearchAlertStore(AlertStore):
             return False
         return health.get("status") in ("green", "yellow")
 
-    def index_for(self, detection: Detection) -> str:
+    def index_for(self, detection: Detection, grouping: Grouping) -> str:
         """The index an alert lives in, fixed by its window so every writer agrees."""
-        start = window_start(detection.timestamp, self.window_s)
-        return f"{self.alias}-{start:%Y.%m}"
+        start = window_start(detection.timestamp, grouping.window_s)
+        return self.indices.index_for("alerts", start)
 
     def ensure_ready(self) -> None:
-        self.client.indices.put_index_template(
-            name=self.alias, **alert_template(self.alias, self.replicas)
-        )
+        self.indices.ensure_templates(["alerts"])
 
     def apply(self, batch: list[SourcedDetection]) -> ApplyResult:
         result = ApplyResult()
         pending: dict[str, list[SourcedDetection]] = {}
         for item in batch:
-            pending.setdefault(alert_id(item.detection, self.window_s), []).append(item)
+            grouping = self.policies.grouping(item.detection)
+            pending.setdefault(alert_id(item.detection, grouping), []).append(item)
         for attempt in range(self.MAX_ATTEMPTS):
             if not pending:
                 break
@@ -219,29 +244,29 @@ class ElasticsearchAlertStore(AlertStore):
     ) -> dict[str, list[SourcedDetection]]:
         """Read current versions, fold, write conditionally; returns what conflicted."""
         keys = list(pending)
-        docs = self.client.mget(
-            docs=[{"_index": self.index_for(pending[k][0].detection), "_id": k} for k in keys]
-        )["docs"]
+        groupings = {key: self.policies.grouping(pending[key][0].detection) for key in keys}
+        indices = {key: self.index_for(pending[key][0].detection, groupings[key]) for key in keys}
+        docs = self.client.mget(docs=[{"_index": indices[k], "_id": k} for k in keys])["docs"]
         operations: list[dict[str, Any]] = []
-        planned: list[str] = []
+        planned: list[tuple[str, Alert, bool, int]] = []
         for key, doc in zip(keys, docs, strict=True):
-            current = Alert.model_validate(doc["_source"]) if doc.get("found") else None
-            alert = current
+            current = alert_from_document(doc["_source"]) if doc.get("found") else None
+            alert, added = current, 0
             for item in pending[key]:
                 folded = fold(
                     alert,
                     item.detection,
-                    window_s=self.window_s,
+                    grouping=groupings[key],
                     source=item.source,
                     offset=item.offset,
                 )
                 if folded is None:
                     result.replays += 1
                 else:
-                    alert = folded
+                    alert, added = folded, added + 1
             if alert is None or alert is current:
                 continue
-            index = self.index_for(pending[key][0].detection)
+            index = indices[key]
             if current is None:
                 operations.append({"create": {"_index": index, "_id": key}})
             else:
@@ -255,17 +280,18 @@ class ElasticsearchAlertStore(AlertStore):
                         }
                     }
                 )
-            operations.append(alert.to_dict())
-            planned.append(key)
+            operations.append(alert_document(alert))
+            planned.append((key, alert, current is None, added))
         if not operations:
             return {}
         response = self.client.bulk(operations=operations, refresh=False)
         retry: dict[str, list[SourcedDetection]] = {}
-        for key, item in zip(planned, response["items"], strict=True):
+        for (key, alert, new, added), item in zip(planned, response["items"], strict=True):
             outcome = next(iter(item.values()))
             status = outcome.get("status", 500)
             if status in (200, 201):
                 result.written += 1
+                result.changes.append(AlertChange(alert, new, added))
             elif status == 409:
                 retry[key] = pending[key]
             else:
@@ -320,7 +346,7 @@ class ElasticsearchAlertStore(AlertStore):
             return AlertPage(alerts=[], total=0)
         hits = response["hits"]
         return AlertPage(
-            alerts=[Alert.model_validate(hit["_source"]) for hit in hits["hits"]],
+            alerts=[alert_from_document(hit["_source"]) for hit in hits["hits"]],
             total=hits["total"]["value"],
         )
 
@@ -332,4 +358,4 @@ class ElasticsearchAlertStore(AlertStore):
         except NotFoundError:
             return None
         hits = response["hits"]["hits"]
-        return Alert.model_validate(hits[0]["_source"]) if hits else None
+        return alert_from_document(hits[0]["_source"]) if hits else None

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol, cast
 
@@ -48,6 +49,11 @@ agency_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(agency_app, name="agency")
+indices_app = typer.Typer(
+    help="Elasticsearch indices: templates and retention (alerts, events, audit, completeness).",
+    no_args_is_help=True,
+)
+app.add_typer(indices_app, name="indices")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -505,6 +511,40 @@ def correlate(config: ConfigOption = None) -> None:
 def alert(config: ConfigOption = None) -> None:
     """Consume soc.detections; fold them into alerts in Elasticsearch."""
     _run_stage("alerting.worker", _settings(config))
+
+
+@indices_app.command("setup")
+def indices_setup(config: ConfigOption = None) -> None:
+    """Put every family's index template (idempotent; `socpipe alert` does it at start)."""
+    from alerting.indices import FAMILIES, Indices
+    from socpipe.elastic import make_elasticsearch
+
+    settings = _settings(config)
+    es = settings.elasticsearch
+    indices = Indices(make_elasticsearch(es), es.index_prefix, es.index_replicas)
+    indices.ensure_templates()
+    for family in FAMILIES:
+        console.print(f"[green]✓[/] template {indices.alias(family)} ({indices.alias(family)}-*)")
+
+
+@indices_app.command("retention")
+def indices_retention(
+    dry_run: Annotated[bool, typer.Option(help="list what would be deleted")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete the indices older than alerting.retention keeps (`socpipe alert` runs this
+    every retention.interval_s)."""
+    from alerting.indices import Indices
+    from socpipe.elastic import make_elasticsearch
+
+    settings = _settings(config)
+    es = settings.elasticsearch
+    indices = Indices(make_elasticsearch(es), es.index_prefix, es.index_replicas)
+    names = indices.apply_retention(settings.alerting.retention, datetime.now(UTC), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for name in names:
+        console.print(f"{verb} {name}")
+    console.print(f"{len(names)} {'index' if len(names) == 1 else 'indices'} {verb.split()[-1]}")
 
 
 @app.command("api")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, OrjsonSerializer
 
 from socpipe.settings import ElasticsearchSettings
 
@@ -16,11 +17,17 @@ def make_elasticsearch(settings: ElasticsearchSettings, **overrides: Any) -> Ela
         "request_timeout": settings.request_timeout_s,
         "retry_on_timeout": True,
         "max_retries": 3,
+        # orjson instead of the standard library's json: a third of the alert indexer's time
+        # went to encoding and decoding bulk bodies and mget answers.
+        "serializer": OrjsonSerializer(),
     }
     if settings.api_key is not None:
         options["api_key"] = settings.api_key.get_secret_value()
     elif settings.username and settings.password is not None:
-        options["basic_auth"] = (settings.username, settings.password.get_secret_value())
+        # Encoded here, as UTF-8: the client's own encoding of a (user, password) pair is ASCII
+        # and fails on a Vietnamese password.
+        pair = f"{settings.username}:{settings.password.get_secret_value()}".encode()
+        options["basic_auth"] = base64.b64encode(pair).decode("ascii")
     if any(host.startswith("https") for host in settings.hosts):
         options["verify_certs"] = settings.verify_certs
         if settings.ca_certs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -353,12 +353,141 @@ class DetectorSettings(_Section):
         return _zone(value)
 
 
+LevelName = Literal["informational", "low", "medium", "high", "critical"]
+Language = Literal["vi", "en"]
+EntityName = Literal["host", "user", "source_ip"]
+
+
+class AlertPolicy(_Section):
+    """How detections of some rules or agencies fold into alerts: the first policy that
+    matches a detection applies (no policy: ``dedup_window_s`` and the detector's key).
+
+    ``rules`` (rule ids) and ``agencies`` empty match all. ``window_s``: detections of one key
+    within one window of this length (aligned to the epoch) are one alert with a count.
+    ``entity``: which entities make the key with rule and agency (None: the detector's key,
+    which is the host for rules and the group for correlations)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    rules: list[str] = Field(default_factory=list)
+    agencies: list[str] = Field(default_factory=list)
+    window_s: int = Field(default=3600, ge=1, le=31 * 86400)
+    entity: list[EntityName] | None = None
+
+
+class WebhookChannel(_Section):
+    """POST JSON to ``url``; with a secret, ``X-Socpipe-Signature: sha256=<hex HMAC>`` of the
+    body and ``X-Socpipe-Timestamp``."""
+
+    type: Literal["webhook"] = "webhook"
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr | None = Field(default=None, min_length=16)
+    secret_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class EmailChannel(_Section):
+    """Mail over SMTP: STARTTLS (``starttls``), implicit TLS (``tls``) or plain (local relays)."""
+
+    type: Literal["email"] = "email"
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = False
+    ca_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    recipients: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class TelegramChannel(_Section):
+    """A Telegram bot's sendMessage to one chat; ``api_url`` is Telegram's unless a test or a
+    relay stands in for it."""
+
+    type: Literal["telegram"] = "telegram"
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    api_url: str = Field(default="https://api.telegram.org", pattern=r"^https?://")
+    bot_token: SecretStr | None = None
+    bot_token_file: Path | None = None
+    chat_id: str
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+NotificationChannel = Annotated[
+    WebhookChannel | EmailChannel | TelegramChannel, Field(discriminator="type")
+]
+
+
+class NotificationRoute(_Section):
+    """Which new alerts go to which channels, in which language. Empty lists match all."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    channels: list[str] = Field(min_length=1)
+    min_severity: LevelName = "high"
+    agencies: list[str] = Field(default_factory=list)
+    tiers: list[Tier] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=list)
+    language: Language = "vi"
+
+
+class NotificationSettings(_Section):
+    """Notifications of new alerts. Per channel, at most ``rate_per_minute`` messages; what is
+    over the rate waits for the channel's next digest (every ``digest_interval_s``), so a storm
+    sends one message, not thousands. ``console_url`` links each alert."""
+
+    enabled: bool = True
+    channels: list[NotificationChannel] = Field(default_factory=list)
+    routes: list[NotificationRoute] = Field(default_factory=list)
+    rate_per_minute: int = Field(default=6, ge=1)
+    digest_interval_s: int = Field(default=300, ge=10)
+    console_url: str | None = None
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
+
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> Self:
+        names = [channel.name for channel in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique: {names}")
+        for route in self.routes:
+            unknown = sorted(set(route.channels) - set(names))
+            if unknown:
+                raise ValueError(f"route {route.name!r} names unknown channels {unknown}")
+        return self
+
+
+class RetentionSettings(_Section):
+    """Days each index family is kept (whole days; the local Elasticsearch has no ILM)."""
+
+    alerts_days: int = Field(default=365, ge=1)
+    events_days: int = Field(default=30, ge=1)
+    audit_days: int = Field(default=730, ge=1)
+    completeness_days: int = Field(default=400, ge=1)
+    interval_s: int = Field(default=3600, ge=60)
+
+
 class AlertingSettings(_Section):
-    """The alerting worker: consumer group, batch size and the dedup window."""
+    """The alerting worker: consumer groups, batch sizes, how detections fold into alerts,
+    notifications and index retention."""
 
     group_id: str = "socpipe-alerting"
     batch_size: int = Field(default=500, ge=1)
     dedup_window_s: int = Field(default=3600, ge=1)
+    policies: list[AlertPolicy] = Field(default_factory=list)
+    # A second consumer group indexes soc.events into <prefix>-events-* for hunting.
+    index_events: bool = True
+    events_group_id: str = "socpipe-events-indexer"
+    events_batch_size: int = Field(default=2000, ge=1)
+    notifications: NotificationSettings = NotificationSettings()
+    retention: RetentionSettings = RetentionSettings()
 
 
 class Role(StrEnum):
@@ -465,6 +594,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_SECRET_WORDS: Final = ("secret", "password", "token", "api_key")
+
+
+def _secretive(value: Any) -> bool:
+    """Whether a value holds a secret somewhere (a mapping with a secret-like key)."""
+    if isinstance(value, dict):
+        return any(
+            any(word in str(key) for word in _SECRET_WORDS) or _secretive(item)
+            for key, item in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return any(_secretive(item) for item in value)
+    return False
+
+
 def _describe(exc: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for error in exc.errors():
@@ -472,11 +616,10 @@ def _describe(exc: ValidationError, origin: str) -> str:
         if error["type"] == "extra_forbidden":
             lines.append(f"  {path}: unknown key")
         else:
-            shown = (
-                ""
-                if "secret" in path or "password" in path or "token" in path
-                else (f" (got {error.get('input')!r})")
-            )
+            # Neither a secret field's value nor a mapping that holds one (a whole channel
+            # with its token, when its name is missing) is shown.
+            hidden = any(word in path for word in _SECRET_WORDS) or _secretive(error.get("input"))
+            shown = "" if hidden else f" (got {error.get('input')!r})"
             lines.append(f"  {path}: {error['msg']}{shown}")
     return "\n".join(lines)
 

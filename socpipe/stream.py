@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,13 @@ class StreamLoop:
         for future in futures:
             # Raises the KafkaError of a failed send: the batch is then not committed.
             future.get(timeout=self.ack_timeout_s)
-        self.consumer.commit()
+        try:
+            self.consumer.commit()
+        except CommitFailedError as error:
+            # The group moved the partitions on while the handler waited (a long outage of
+            # what it writes to): whoever owns them now reads the batch again, harmlessly.
+            log.warning("offsets not committed, the group rebalanced: %s", error)
+            return len(records)
         self.batches += 1
         self.records += len(records)
         return len(records)

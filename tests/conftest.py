@@ -77,7 +77,7 @@ def _cleanup(settings: Settings) -> None:
     prefix = settings.elasticsearch.index_prefix
     with contextlib.suppress(Exception):
         es.indices.delete(index=f"{prefix}-*", allow_no_indices=True, expand_wildcards="all")
-        es.indices.delete_index_template(name=f"{prefix}-alerts")
+        es.indices.delete_index_template(name=f"{prefix}-*")
     es.close()
 
 

@@ -101,6 +101,7 @@ def provide_endpoints(
             ElasticSearchContainer("docker.elastic.co/elasticsearch/elasticsearch:8.19.7")
         )
         elasticsearch = es_container.get_url()
+        _CONTAINERS["elasticsearch"] = es_container
     else:
         assert local is not None
         elasticsearch = local.es_url
@@ -136,3 +137,30 @@ def kafka_outage(endpoints: Endpoints) -> Iterator[None]:
         yield
     finally:
         local.up(names=["kafka"])
+
+
+@contextlib.contextmanager
+def elasticsearch_outage(endpoints: Endpoints) -> Iterator[None]:
+    """Elasticsearch is away inside the block and answers again after it (as
+    :func:`kafka_outage`: the local one stopped and started, a container paused)."""
+    if endpoints.elasticsearch_backend == "env":
+        import pytest
+
+        pytest.skip("Elasticsearch given by SOCPIPE_TEST_ELASTICSEARCH_URL cannot be stopped")
+    if endpoints.elasticsearch_backend == "testcontainers":
+        wrapped = _CONTAINERS["elasticsearch"].get_wrapped_container()
+        wrapped.pause()
+        try:
+            yield
+        finally:
+            wrapped.unpause()
+        return
+    from socpipe.localservices import LocalServices
+    from socpipe.settings import load_settings
+
+    local = LocalServices(load_settings().local)
+    local.stop(["elasticsearch"])
+    try:
+        yield
+    finally:
+        local.up(names=["elasticsearch"])

@@ -2,12 +2,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alerting.grouping import MAX_DETECTION_IDS, MAX_EVENTS, alert_id, fold, window_start
+from alerting.grouping import (
+    MAX_DETECTION_IDS,
+    MAX_EVENTS,
+    AlertPolicies,
+    Grouping,
+    alert_id,
+    fold,
+    window_start,
+)
 from alerting.store import AlertQuery, InMemoryAlertStore, SourcedDetection
-from socpipe.records import AlertStatus
+from socpipe.records import AlertStatus, stable_id
+from socpipe.settings import AlertPolicy
 from tests.support.factories import BASE_TIME, make_detection
 
 WINDOW = 3600
+GROUPING = Grouping("key-1", WINDOW)
 
 
 def sourced(n: int, offset: int | None = None, **kwargs: object) -> SourcedDetection:
@@ -33,7 +43,7 @@ def test_detections_of_one_key_and_window_fold_into_one_alert() -> None:
     assert alert.first_seen == BASE_TIME + timedelta(seconds=1)
     assert alert.last_seen == BASE_TIME + timedelta(seconds=10)
     assert alert.status is AlertStatus.NEW
-    assert alert.id == alert_id(make_detection(1), WINDOW)
+    assert alert.id == alert_id(make_detection(1), GROUPING)
 
 
 def test_replaying_a_batch_changes_nothing() -> None:
@@ -76,10 +86,10 @@ def test_a_storm_is_one_alert_with_bounded_samples() -> None:
 
 
 def test_fold_returns_none_for_a_replayed_offset() -> None:
-    first = fold(None, make_detection(1), window_s=WINDOW, source="s:0", offset=5)
+    first = fold(None, make_detection(1), grouping=GROUPING, source="s:0", offset=5)
     assert first is not None
-    assert fold(first, make_detection(2), window_s=WINDOW, source="s:0", offset=5) is None
-    assert fold(first, make_detection(2), window_s=WINDOW, source="s:0", offset=6) is not None
+    assert fold(first, make_detection(2), grouping=GROUPING, source="s:0", offset=5) is None
+    assert fold(first, make_detection(2), grouping=GROUPING, source="s:0", offset=6) is not None
 
 
 def test_in_memory_search_filters_and_scopes() -> None:
@@ -90,3 +100,41 @@ def test_in_memory_search_filters_and_scopes() -> None:
     assert [a.entities.agency for a in page.alerts] == ["phuong-phuc-xa"]
     assert store.search(AlertQuery(text="NGUYỄN")).total == 2
     assert store.search(AlertQuery(status=AlertStatus.RESOLVED)).total == 0
+
+
+def test_a_policy_widens_the_window_for_its_rules_and_agencies() -> None:
+    policy = AlertPolicy(name="ssh-daily", rules=["rule-ssh"], agencies=["so-tttt"], window_s=86400)
+    store = InMemoryAlertStore(WINDOW, [policy])
+    hours = [sourced(n, at=BASE_TIME + timedelta(hours=n)) for n in range(0, 20)]
+    other = [
+        sourced(100 + n, at=BASE_TIME + timedelta(hours=n), agency="ubnd-phucxa") for n in (0, 5)
+    ]
+    store.apply(hours + other)
+    counts = sorted((a.entities.agency, a.count) for a in store.alerts.values())
+    # so-tttt: one alert for the day (BASE_TIME is early in its UTC day); the other agency
+    # keeps hourly windows: two alerts of one.
+    assert counts == [("so-tttt", 20), ("ubnd-phucxa", 1), ("ubnd-phucxa", 1)]
+    daily = next(a for a in store.alerts.values() if a.entities.agency == "so-tttt")
+    assert daily.history[0].detail["policy"] == "ssh-daily"
+
+
+def test_a_policy_entity_makes_the_key() -> None:
+    policies = AlertPolicies([AlertPolicy(name="per-source", entity=["source_ip"])], WINDOW)
+    one = make_detection(1, dedup_key="host-a", source_ip="198.51.100.7")
+    two = make_detection(2, dedup_key="host-b", source_ip="198.51.100.7")
+    three = make_detection(3, dedup_key="host-a", source_ip="198.51.100.8")
+    keys = [policies.grouping(d).key for d in (one, two, three)]
+    assert keys[0] == keys[1] != keys[2]
+    assert keys[0] == stable_id("rule-ssh", "so-tttt", "198.51.100.7")
+    # No policy matches: the detector's key and the default window.
+    assert AlertPolicies([], WINDOW).grouping(one) == Grouping("host-a", WINDOW)
+
+
+def test_a_storm_of_ten_thousand_identical_detections_is_one_alert_showing_them_all() -> None:
+    store = InMemoryAlertStore(WINDOW)
+    storm = [sourced(n, at=BASE_TIME + timedelta(microseconds=100 * n)) for n in range(10_000)]
+    result = store.apply(storm)
+    assert result.written == 10_000 and len(store.alerts) == 1
+    (alert,) = store.alerts.values()
+    assert alert.count == 10_000
+    assert sum(change.new for change in result.changes) == 1

@@ -118,3 +118,15 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_a_config_error_never_shows_a_secret_inside_a_mapping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    channel = '[{"type": "telegram", "chat_id": "1", "bot_token": "123456:SECRET-TOKEN"}]'
+    monkeypatch.setenv("SOCPIPE_ALERTING__NOTIFICATIONS__CHANNELS", channel)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "alerting.notifications.channels.0.telegram.name" in message
+    assert "SECRET-TOKEN" not in message
