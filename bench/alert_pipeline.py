@@ -203,6 +203,7 @@ def latency(
     """Write ``rate`` lines/s for ``duration_s``; the latencies of the 20 samples a second."""
     written: dict[str, float] = {}
     found: dict[str, float] = {}
+    unavailable: list[float] = []
     done = threading.Event()
     since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
 
@@ -210,16 +211,20 @@ def latency(
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
             while not done.is_set() or len(found) < len(written):
+                if done.is_set() and time.time() > stop_at + 30:
+                    break  # what is not found by now is reported as not found
                 params = {"rule_id": rule_id, "since": since, "limit": 500}
                 answer = client.get("/alerts", params=params)
                 now = time.time()
+                if answer.status_code == 503:  # a new index's shards not ready yet
+                    unavailable.append(now)
+                    time.sleep(0.05)
+                    continue
                 answer.raise_for_status()
                 for alert in answer.json()["data"]:
                     host = alert["entities"].get("host") or ""
                     if host in written and host not in found:
                         found[host] = now
-                if done.is_set() and time.time() > stop_at + 30:
-                    break
                 time.sleep(0.05)
 
     stop_at = time.time() + duration_s
@@ -266,6 +271,7 @@ def latency(
         "lines": n * per_tick,
         "samples": len(written),
         "not_found": lost,
+        "api_503": len(unavailable),
         "p50_s": round(p50, 3),
         "p99_s": round(p99, 3),
         "max_s": round(values[-1], 3),

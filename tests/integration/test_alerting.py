@@ -220,3 +220,23 @@ def test_an_alert_lives_in_the_monthly_index_of_its_window(
     assert store.apply(batch).written == 2
     names = sorted(es.indices.get(index=f"{store.alias}-*"))
     assert names == [f"{store.alias}-2026.11", f"{store.alias}-2026.12"]
+
+
+def test_a_storm_of_ten_thousand_detections_is_one_alert_in_elasticsearch(
+    pipeline_settings: Settings, es: Elasticsearch
+) -> None:
+    store = ElasticsearchAlertStore(es, pipeline_settings.elasticsearch.index_prefix, 3600)
+    store.ensure_ready()
+    storm = [
+        SourcedDetection(make_detection(n, at=datetime(2026, 11, 27, 2, 30, tzinfo=UTC)), "d:0", n)
+        for n in range(10_000)
+    ]
+    new = 0
+    for first in range(0, len(storm), 500):  # as the worker's batches come
+        result = store.apply(storm[first : first + 500])
+        assert not result.failed
+        new += sum(change.new for change in result.changes)
+    es.indices.refresh(index=store.alias)
+    (alert,) = store.search(AlertQuery()).alerts
+    assert alert.count == 10_000 and new == 1
+    assert len(alert.detection_ids) == 100 and alert.detection_ids[-1] == storm[-1].detection.id

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from elasticsearch import ConnectionError
 from fastapi.testclient import TestClient
 
-from alerting.store import InMemoryAlertStore, SourcedDetection
+from alerting.store import AlertPage, AlertQuery, InMemoryAlertStore, SourcedDetection
 from api.app import create_app
 from socpipe.settings import load_settings
 from tests.support.factories import make_detection
@@ -90,3 +91,17 @@ def test_console_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert "Cảnh báo" in page.text
+
+
+class _AwayStore(InMemoryAlertStore):
+    def search(self, query: AlertQuery) -> AlertPage:
+        raise ConnectionError("connection refused")
+
+
+def test_an_unavailable_store_is_a_503_with_retry_after() -> None:
+    settings = load_settings(api={"tokens": [{"name": "an", "token": ANALYST, "role": "analyst"}]})
+    client = TestClient(create_app(settings, store=_AwayStore(3600)))
+    answer = client.get("/alerts", headers={"Authorization": f"Bearer {ANALYST}"})
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "2"
+    assert "alert store is unavailable" in answer.json()["detail"]
