@@ -152,9 +152,7 @@ def test_an_indexer_killed_while_indexing_ends_as_a_clean_run(
     try:
         running.start("clean", "alert", env=clean)
         running.start("killed", "alert", env=killed)
-        _wait(
-            lambda: 0 < _folded(es, killed_alias)[1] < total, running, "indexing under way", 120
-        )
+        _wait(lambda: 0 < _folded(es, killed_alias)[1] < total, running, "indexing under way", 120)
         running.kill("killed")
         partial = _folded(es, killed_alias)[1]
         running.start("killed", "alert", env=killed)
