@@ -1,35 +1,94 @@
-"""The FastAPI application, built by ``create_app(settings)``; nothing is created at import."""
+"""The FastAPI application, built by ``create_app(settings)``; nothing is created at import.
+
+Around every route: a request id (``X-Request-ID``, taken from the caller when it is sane,
+else made), a bound on the body size (413), security headers, CORS for the configured
+origins only, the audit trail of every request that changes something (``api/audit.py``),
+and a 503 with ``Retry-After`` when Elasticsearch is away.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from elasticsearch import ApiError, TransportError
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
+from alerting.indices import Indices
 from alerting.store import AlertStore, ElasticsearchAlertStore
-from api.auth import TokenAuthenticator
+from api.audit import AuditLog, ElasticsearchAuditLog
 from api.deps import CurrentUser
-from api.routes import alerts, health
+from api.routes import (
+    alerts,
+    audit as audit_routes,
+    auth,
+    cases,
+    collectors,
+    exceptions,
+    health,
+    ingest,
+    rules,
+    stats,
+)
+from api.routes.auth import OidcVerifier, SignInLimiter
+from api.security import Authenticator, Principal, TokenIssuer
+from api.users import ElasticsearchUserStore, UserStore
 from socpipe import __version__
 from socpipe.elastic import make_elasticsearch
 from socpipe.settings import Settings
 
+log = logging.getLogger("socpipe.api")
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_CHANGES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # Everything the console needs is served from here: no other origin, no inline script.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
 
 
-def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
-    """The API for ``settings``; ``store`` replaces the Elasticsearch store in unit tests."""
-    if store is None:
-        store = ElasticsearchAlertStore(
-            make_elasticsearch(settings.elasticsearch),
-            settings.elasticsearch.index_prefix,
-            settings.alerting.dedup_window_s,
-            policies=settings.alerting.policies,
-        )
+def create_app(
+    settings: Settings,
+    store: AlertStore | None = None,
+    *,
+    users: UserStore | None = None,
+    audit: AuditLog | None = None,
+) -> FastAPI:
+    """The API for ``settings``; ``store``, ``users`` and ``audit`` replace the Elasticsearch
+    ones in unit tests."""
+    es_settings = settings.elasticsearch
+    if store is None or users is None or audit is None:
+        client = make_elasticsearch(es_settings)
+        indices = Indices(client, es_settings.index_prefix, es_settings.index_replicas)
+        if store is None:
+            store = ElasticsearchAlertStore(
+                client,
+                es_settings.index_prefix,
+                settings.alerting.dedup_window_s,
+                policies=settings.alerting.policies,
+            )
+        if users is None:
+            users = ElasticsearchUserStore(client, es_settings.index_prefix)
+        if audit is None:
+            audit = ElasticsearchAuditLog(client, indices)
     # Swagger UI loads its assets from a CDN, which the SOC network does not reach. The OpenAPI
     # document is served at /openapi.json to authenticated callers only, like every route but
     # /health.
@@ -52,9 +111,102 @@ def create_app(settings: Settings, store: AlertStore | None = None) -> FastAPI:
         detail = f"the alert store is unavailable, try again shortly ({type(error).__name__})"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "2"})
 
+    issuer = TokenIssuer.from_settings(settings.api)
+    app.state.settings = settings
     app.state.store = store
-    app.state.authenticator = TokenAuthenticator(list(settings.api.tokens))
+    app.state.users = users
+    app.state.audit = audit
+    app.state.issuer = issuer
+    app.state.authenticator = Authenticator(list(settings.api.tokens), issuer)
+    app.state.signin_limiter = SignInLimiter(settings.api.signin_per_minute)
+    app.state.oidc = OidcVerifier(settings.api.oidc) if settings.api.oidc else None
+
+    @app.middleware("http")
+    async def around(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        started = time.monotonic()
+        length = request.headers.get("content-length")
+        if length is not None and (
+            not length.isdigit() or int(length) > settings.api.max_body_bytes
+        ):
+            response: Response = JSONResponse(
+                {"detail": f"the body is larger than {settings.api.max_body_bytes} bytes"},
+                status_code=413,
+            )
+        else:
+            response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.method in _CHANGES:  # the trail's write is blocking I/O: off the loop
+            await run_in_threadpool(_audit, request, response, audit, time.monotonic() - started)
+        log.info(
+            "%s %s %d %.1f ms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            extra={"request_id": request_id},
+        )
+        return response
+
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.include_router(health.router)
-    app.include_router(alerts.router)
+    app.include_router(auth.router)
+    for module in (alerts, cases, stats, rules, exceptions, collectors, audit_routes, ingest):
+        app.include_router(module.router)
     app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="console")
     return app
+
+
+def _audit(request: Request, response: Response, audit: AuditLog, elapsed_s: float) -> None:
+    """Record a request that (tried to) change something."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    extra: dict[str, Any] = getattr(request.state, "audit", None) or {}
+    route = request.scope.get("route")
+    action = getattr(route, "name", None) or f"{request.method} {request.url.path}"
+    status_code = response.status_code
+    entry: dict[str, Any] = {
+        "@timestamp": datetime.now(UTC).isoformat(),
+        "event": {
+            "id": uuid.uuid4().hex,
+            "kind": "event",
+            "category": ["iam"] if request.url.path.startswith("/auth") else ["configuration"],
+            "type": ["change"],
+            "action": action,
+            "outcome": "success" if status_code < 400 else "failure",
+            "duration": int(elapsed_s * 1e9),
+        },
+        "source": {"ip": request.client.host} if request.client else {},
+        "user_agent": {"original": request.headers.get("user-agent", "")[:1024]},
+        "http": {
+            "request": {"method": request.method, "id": request.state.request_id},
+            "response": {"status_code": status_code},
+        },
+        "url": {"path": request.url.path},
+    }
+    if principal is not None:
+        entry["user"] = {"name": principal.name, "roles": [principal.role.value]}
+        if principal.agency:
+            entry["user"]["agency"] = principal.agency
+    if status_code >= 400:
+        entry["event"]["reason"] = f"HTTP {status_code}"
+    if extra.get("target_type"):
+        entry["target"] = {"type": extra["target_type"], "id": str(extra.get("target_id", ""))}
+    if extra.get("detail") is not None:
+        entry["detail"] = extra["detail"]
+    if not entry["source"]:
+        del entry["source"]
+    audit.record(entry)

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from socpipe.errors import SocpipeError
+from socpipe.errors import ConfigError, SocpipeError
 from socpipe.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -54,6 +54,10 @@ indices_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(indices_app, name="indices")
+users_app = typer.Typer(
+    help="Local users of the API (argon2 password hashes in Elasticsearch).", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -545,6 +549,74 @@ def indices_retention(
     for name in names:
         console.print(f"{verb} {name}")
     console.print(f"{len(names)} {'index' if len(names) == 1 else 'indices'} {verb.split()[-1]}")
+
+
+def _user_store(settings: Settings) -> Any:
+    from api.users import ElasticsearchUserStore
+    from socpipe.elastic import make_elasticsearch
+
+    store = ElasticsearchUserStore(
+        make_elasticsearch(settings.elasticsearch), settings.elasticsearch.index_prefix
+    )
+    store.ensure_ready()
+    return store
+
+
+def _read_password(password_file: Path | None) -> str:
+    """From a file (its first line), else asked twice on the terminal."""
+    if password_file is not None:
+        from socpipe.settings import read_secret_file
+
+        return read_secret_file(password_file, "--password-file")
+    password: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+PasswordFile = Annotated[
+    Path | None, typer.Option(help="read the password from this file instead of asking")
+]
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="the user name (lower case)")],
+    role: Annotated[str, typer.Option(help="soc_admin, rule_author, analyst, agency_viewer")],
+    agency: Annotated[str | None, typer.Option(help="the agency of an agency_viewer")] = None,
+    password_file: PasswordFile = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a user (the first soc_admin, say); the password is asked for, never an argument."""
+    from socpipe.settings import Role
+
+    settings = _settings(config)
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise ConfigError(f"--role {role!r}: one of {', '.join(r.value for r in Role)}") from None
+    user = _user_store(settings).add(username, _read_password(password_file), chosen, agency)
+    scope = f" of {user.agency}" if user.agency else ""
+    console.print(f"[green]✓[/] user {user.username}: {user.role.value}{scope}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: Annotated[str, typer.Argument(help="the user name")],
+    password_file: PasswordFile = None,
+    config: ConfigOption = None,
+) -> None:
+    """Set a user's password."""
+    settings = _settings(config)
+    _user_store(settings).set_password(username, _read_password(password_file))
+    console.print(f"[green]✓[/] password of {username} changed")
+
+
+@users_app.command("list")
+def users_list(config: ConfigOption = None) -> None:
+    """The users, their roles and agencies (never their hashes)."""
+    settings = _settings(config)
+    for user in _user_store(settings).list():
+        state = " (disabled)" if user.disabled else ""
+        typer.echo(f"{user.username}\t{user.role.value}\t{user.agency or '-'}{state}")
 
 
 @app.command("api")

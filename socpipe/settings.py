@@ -492,17 +492,28 @@ class AlertingSettings(_Section):
 
 
 class Role(StrEnum):
-    """What an API user may do; enforced on the server."""
+    """What an API caller may do; enforced on the server (``api/security.py`` has the matrix).
 
+    soc_admin: everything, users and enrollment included; rule_author: rules and exceptions,
+    reading alerts; analyst: triage (alerts, cases), reading rules and collectors;
+    agency_viewer: reading its own agency's alerts, stats and collectors; collector: ingest only.
+    """
+
+    SOC_ADMIN = "soc_admin"
+    RULE_AUTHOR = "rule_author"
     ANALYST = "analyst"
-    ADMIN = "admin"
-    AGENCY = "agency"
+    AGENCY_VIEWER = "agency_viewer"
+    COLLECTOR = "collector"
+
+
+SCOPED_ROLES: Final = frozenset({Role.AGENCY_VIEWER, Role.COLLECTOR})
 
 
 class ApiToken(_Section):
-    """A bearer token for the API. Agency-scoped tokens see only their agency's data."""
+    """An API key for automation: a name (recorded in the audit trail), the key, its role and,
+    for agency_viewer and collector, the one agency it speaks for."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
     token: SecretStr
     role: Role = Role.ANALYST
     agency: str | None = None
@@ -514,13 +525,47 @@ class ApiToken(_Section):
             raise ValueError("a token needs at least 16 characters")
         return value
 
+    @model_validator(mode="after")
+    def _scoped(self) -> Self:
+        if self.role in SCOPED_ROLES and not self.agency:
+            raise ValueError(f"a {self.role.value} key needs its agency")
+        return self
+
+
+class OidcSettings(_Section):
+    """Sign-in through the province's identity provider (OpenID Connect): the console sends the
+    provider's ID token to ``POST /auth/oidc``; its signature is checked against the issuer's
+    keys (``jwks_uri``, else found by discovery), and its claims give the user's name, role
+    (``role_claim``, mapped by ``role_map`` from the provider's group names) and agency."""
+
+    issuer: str = Field(pattern=r"^https?://")
+    audience: str
+    jwks_uri: str | None = Field(default=None, pattern=r"^https?://")
+    ca_file: Path | None = None
+    username_claim: str = "preferred_username"
+    role_claim: str = "roles"
+    agency_claim: str = "agency"
+    role_map: dict[str, Role] = Field(default_factory=dict)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
 
 class ApiSettings(_Section):
-    """The API process."""
+    """The API process: where it listens, API keys, the signing key of its own tokens, and
+    OIDC, CORS and abuse limits."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     tokens: list[ApiToken] = Field(default_factory=list)
+    # Signs access and refresh tokens (HS256). Without one the API makes a random key at start:
+    # tokens then die with the process.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_secret_file: Path | None = None
+    access_ttl_s: int = Field(default=900, ge=60, le=86400)
+    refresh_ttl_s: int = Field(default=8 * 3600, ge=300, le=30 * 86400)
+    oidc: OidcSettings | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    signin_per_minute: int = Field(default=10, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
 class LocalServicesSettings(_Section):

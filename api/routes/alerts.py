@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import AwareDatetime, BaseModel
 
 from alerting.store import AlertQuery
-from api.deps import CurrentUser, StoreDep
+from api.deps import AlertsReader, StoreDep
 from socpipe.records import Alert, AlertStatus, DetectorRef, Entities, RuleRef, Severity
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -62,7 +62,7 @@ class AlertsPublic(BaseModel):
 @router.get("", response_model=AlertsPublic)
 def list_alerts(
     store: StoreDep,
-    user: CurrentUser,
+    user: AlertsReader,
     status_: Annotated[AlertStatus | None, Query(alias="status")] = None,
     severity: Severity | None = None,
     agency: str | None = None,
@@ -90,7 +90,7 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", response_model=AlertPublic)
-def read_alert(alert_id: str, store: StoreDep, user: CurrentUser) -> AlertPublic:
+def read_alert(alert_id: str, store: StoreDep, user: AlertsReader) -> AlertPublic:
     """One alert with copies of its triggering events."""
     alert = store.get(alert_id)
     # An agency-scoped user gets the same 404 for another agency's alert as for none at all.

@@ -6,6 +6,8 @@ from fastapi.testclient import TestClient
 
 from alerting.store import AlertPage, AlertQuery, InMemoryAlertStore, SourcedDetection
 from api.app import create_app
+from api.audit import InMemoryAuditLog
+from api.users import InMemoryUserStore
 from socpipe.settings import load_settings
 from tests.support.factories import make_detection
 
@@ -27,11 +29,18 @@ def client() -> TestClient:
         api={
             "tokens": [
                 {"name": "an", "token": ANALYST, "role": "analyst"},
-                {"name": "px", "token": AGENCY, "role": "agency", "agency": "phuong-phuc-xa"},
+                {
+                    "name": "px",
+                    "token": AGENCY,
+                    "role": "agency_viewer",
+                    "agency": "phuong-phuc-xa",
+                },
             ]
         }
     )
-    return TestClient(create_app(settings, store=store))
+    return TestClient(
+        create_app(settings, store=store, users=InMemoryUserStore(), audit=InMemoryAuditLog())
+    )
 
 
 def auth(token: str) -> dict[str, str]:
@@ -100,7 +109,11 @@ class _AwayStore(InMemoryAlertStore):
 
 def test_an_unavailable_store_is_a_503_with_retry_after() -> None:
     settings = load_settings(api={"tokens": [{"name": "an", "token": ANALYST, "role": "analyst"}]})
-    client = TestClient(create_app(settings, store=_AwayStore(3600)))
+    client = TestClient(
+        create_app(
+            settings, store=_AwayStore(3600), users=InMemoryUserStore(), audit=InMemoryAuditLog()
+        )
+    )
     answer = client.get("/alerts", headers={"Authorization": f"Bearer {ANALYST}"})
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "2"

@@ -1,0 +1,7 @@
+"""``/audit``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/audit", tags=["audit"])

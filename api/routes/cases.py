@@ -1,0 +1,7 @@
+"""``/cases``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/cases", tags=["cases"])

@@ -1,0 +1,7 @@
+"""``/collectors``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/collectors", tags=["collectors"])

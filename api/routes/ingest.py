@@ -1,0 +1,7 @@
+"""``/ingest``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/ingest", tags=["ingest"])

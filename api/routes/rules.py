@@ -1,0 +1,7 @@
+"""``/rules``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/rules", tags=["rules"])

@@ -1,0 +1,7 @@
+"""``/stats``: (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/stats", tags=["stats"])
