@@ -30,7 +30,6 @@ from api.audit import AuditLog, ElasticsearchAuditLog
 from api.deps import CurrentUser
 from api.routes import (
     alerts,
-    audit as audit_routes,
     auth,
     cases,
     collectors,
@@ -39,6 +38,9 @@ from api.routes import (
     ingest,
     rules,
     stats,
+)
+from api.routes import (
+    audit as audit_routes,
 )
 from api.routes.auth import OidcVerifier, SignInLimiter
 from api.security import Authenticator, Principal, TokenIssuer
