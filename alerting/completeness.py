@@ -31,6 +31,13 @@ Idempotent under replay (a restarted aggregator, or two watches, reading the sam
   already folded are skipped and deltas go on from where they stood;
 - heartbeat offsets are committed only after Elasticsearch acknowledged the documents; while it
   is down the aggregator keeps the documents and retries, reading nothing further.
+
+The same loop keeps the collectors' registry: each collector's latest heartbeat (version, host,
+per-source counters and last errors, Kafka state, spool, stopping) as one document in
+``<prefix>-collectors`` (:data:`COLLECTOR_PROPERTIES`, strict), id ``stable_id("collector",
+agency, collector)``, written with the heartbeat's Kafka timestamp as external version
+(``external_gte``): a replay or an older heartbeat read late never replaces a newer state.
+:class:`CollectorStore` is what the API reads: those documents, and :func:`completeness`.
 """
 
 from __future__ import annotations
@@ -112,6 +119,169 @@ def completeness_template(alias: str, replicas: int = 0) -> dict[str, Any]:
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+# --- the collectors' registry: each collector's latest heartbeat --------------------------------
+
+SOURCE_COUNTERS: Final[tuple[str, ...]] = (
+    "read",
+    "sent",
+    "spooled",
+    "dropped",
+    "unreadable",
+    "malformed",
+    "refused",
+    "invalid_utf8",
+    "truncated",
+    "lag",
+)
+# Strings a collector writes (names, errors, its own clock's times) are cut to this length: a
+# heartbeat is the agency's data and must not grow the SOC's index without bound.
+_MAX_TEXT = 1024
+_MAX_SOURCES = 64
+COLLECTOR_PROPERTIES: Final[dict[str, Any]] = {
+    "v": {"type": "short"},
+    "agency": _KEYWORD,
+    "tier": _KEYWORD,  # as the collector claims it; the SOC's registry has the truth
+    "collector": _KEYWORD,
+    "version": _KEYWORD,
+    "host": _KEYWORD,
+    "topic": _KEYWORD,
+    # The collector's own clock, kept as written (an agency's clock may write anything).
+    "started": _KEYWORD,
+    "sent_at": _KEYWORD,
+    # The SOC's time: the heartbeat's Kafka timestamp, set when a detector passed it on.
+    "last_heartbeat": {"type": "date"},
+    "interval_s": {"type": "float"},
+    "stopping": {"type": "boolean"},
+    "kafka": {"properties": {"state": _KEYWORD, "error": _KEYWORD}},
+    "spool": {"properties": {"bytes": _LONG, "entries": _LONG, "max_bytes": _LONG}},
+    "queued_bytes": _LONG,
+    "sources": {
+        "properties": {
+            "name": _KEYWORD,
+            **{name: _LONG for name in SOURCE_COUNTERS},
+            "last_error": _KEYWORD,
+            "last_error_at": _KEYWORD,
+        }
+    },
+    "source_partition": {"type": "integer"},
+    "source_offset": _LONG,
+}
+
+
+def collectors_template(index: str, replicas: int = 0) -> dict[str, Any]:
+    """The index template of the one index ``index`` (``<prefix>-collectors``)."""
+    return {
+        "index_patterns": [index],
+        "priority": 200,
+        "template": {
+            "settings": {
+                "number_of_shards": 1,
+                "number_of_replicas": replicas,
+                "refresh_interval": "5s",
+            },
+            "mappings": {"dynamic": "strict", "properties": COLLECTOR_PROPERTIES},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class CollectorStateDoc:
+    """One collector's latest state: its id, its external version (Kafka timestamp, ms)."""
+
+    id: str
+    version: int
+    body: dict[str, Any]
+
+
+def collector_doc_id(agency: str, collector: str) -> str:
+    """The id of a collector's document in ``<prefix>-collectors``."""
+    return stable_id("collector", agency, collector)
+
+
+def collector_states(messages: Sequence[Any]) -> list[CollectorStateDoc]:
+    """The latest state of each collector heard in ``messages`` (kafka-python records)."""
+    latest: dict[str, CollectorStateDoc] = {}
+    for message in messages:
+        key = (message.key or b"").decode("utf-8", "replace")
+        if not key.startswith("collector/"):
+            continue  # stage counters and the rule-set status share the topic
+        doc = collector_state(message)
+        if doc is None:
+            continue
+        before = latest.get(doc.id)
+        if before is None or doc.version >= before.version:
+            latest[doc.id] = doc
+    return list(latest.values())
+
+
+def collector_state(message: Any) -> CollectorStateDoc | None:
+    """The registry document of one heartbeat; None for a test heartbeat or a broken one.
+
+    Only the fields of :data:`COLLECTOR_PROPERTIES` are taken, each coerced to its type, so a
+    collector of another version (or a hostile one) cannot make the strict mapping refuse it.
+    """
+    where = f"{message.topic}/{message.partition}@{message.offset}"
+    try:
+        beat = orjson.loads(message.value)
+        agency, collector = beat["agency"]["id"], beat["collector"]["id"]
+        if not isinstance(agency, str) or not isinstance(collector, str):
+            raise TypeError("agency.id and collector.id must be strings")
+        if beat.get("check"):
+            return None  # `socpipe collect check`'s test heartbeat: not a running collector
+        interval = float(beat.get("interval_s") or 30.0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning(
+            "%s: heartbeat not kept in the registry: %s: %s", where, type(exc).__name__, exc
+        )
+        return None
+    kafka = beat.get("kafka") if isinstance(beat.get("kafka"), dict) else {}
+    spool = beat.get("spool") if isinstance(beat.get("spool"), dict) else {}
+    sources = beat.get("sources") if isinstance(beat.get("sources"), list) else []
+    body: dict[str, Any] = {
+        "v": 1,
+        "agency": agency,
+        "tier": _text(beat["agency"].get("tier")),
+        "collector": collector,
+        "version": _text(beat["collector"].get("version")),
+        "host": _text(beat.get("host")),
+        "topic": _text(beat.get("topic")),
+        "started": _text(beat.get("started")),
+        "sent_at": _text(beat.get("time")),
+        "last_heartbeat": _iso(message.timestamp / 1000),
+        "interval_s": interval if interval > 0 else 30.0,
+        "stopping": bool(beat.get("stopping")),
+        "kafka": {"state": _text(kafka.get("state")), "error": _text(kafka.get("error"))},
+        "spool": {name: _count(spool.get(name)) for name in ("bytes", "entries", "max_bytes")},
+        "queued_bytes": _count(beat.get("queued_bytes")),
+        "sources": [_source(s) for s in sources[:_MAX_SOURCES] if isinstance(s, dict)],
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+    }
+    return CollectorStateDoc(collector_doc_id(agency, collector), int(message.timestamp), body)
+
+
+def _source(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    source: dict[str, Any] = {"name": _text(snapshot.get("name"))}
+    source.update({name: _count(snapshot.get(name)) for name in SOURCE_COUNTERS})
+    source["last_error"] = _text(snapshot.get("last_error"))
+    source["last_error_at"] = _text(snapshot.get("last_error_at"))
+    return source
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:_MAX_TEXT]
+
+
+def _count(value: Any) -> int:
+    """A counter as a long: 0 for what is not a whole number, clamped to the long's range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    try:
+        return max(-(2**63), min(2**63 - 1, int(value)))
+    except (OverflowError, ValueError):  # inf, nan
+        return 0
 
 
 # --- folding heartbeats into documents ----------------------------------------------------------
@@ -289,10 +459,11 @@ def _fresh(beat: Mapping[str, Any]) -> bool:
 
 
 class CompletenessSink(ABC):
-    """Holds completeness documents. ``write`` must keep the newer of two versions of a
-    document (external_gte) and raise ``ServiceError`` (or the client's error) when it could
-    not write, so the caller retries; ``latest_collectors`` gives each collector's latest
-    document since a time."""
+    """Holds completeness documents and the collectors' registry. ``write`` and
+    ``write_collectors`` must keep the newer of two versions of a document (external_gte) and
+    raise ``ServiceError`` (or the client's error) when they could not write, so the caller
+    retries; ``latest_collectors`` gives each collector's latest completeness document since a
+    time."""
 
     @abstractmethod
     def ensure_ready(self) -> None:
@@ -307,12 +478,17 @@ class CompletenessSink(ABC):
     def write(self, docs: Sequence[CompletenessDoc]) -> None:
         """Write ``docs``; raises when they are not all written."""
 
+    @abstractmethod
+    def write_collectors(self, docs: Sequence[CollectorStateDoc]) -> None:
+        """Write the collectors' latest states; raises when they are not all written."""
+
 
 @dataclass
 class InMemoryCompletenessSink(CompletenessSink):
     """The test double: documents by id with their versions; ``failures`` writes fail first."""
 
     docs: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    collectors: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     failures: int = 0
     writes: int = 0
 
@@ -339,6 +515,12 @@ class InMemoryCompletenessSink(CompletenessSink):
             if before is None or doc.version >= before[0]:
                 self.docs[doc.id] = (doc.version, dict(doc.body))
 
+    def write_collectors(self, docs: Sequence[CollectorStateDoc]) -> None:
+        for doc in docs:
+            before = self.collectors.get(doc.id)
+            if before is None or doc.version >= before[0]:
+                self.collectors[doc.id] = (doc.version, dict(doc.body))
+
     def rows(
         self, *, agency: str | None = None, since: datetime, until: datetime
     ) -> list[CompletenessRow]:
@@ -361,6 +543,7 @@ class ElasticsearchCompletenessSink(CompletenessSink):
     def __init__(self, client: Elasticsearch, prefix: str, replicas: int = 0) -> None:
         self.client = client
         self.alias = f"{prefix}-completeness"
+        self.collectors_index = f"{prefix}-collectors"
         self.replicas = replicas
 
     def index_for(self, hour: datetime) -> str:
@@ -370,6 +553,10 @@ class ElasticsearchCompletenessSink(CompletenessSink):
     def ensure_ready(self) -> None:
         self.client.indices.put_index_template(
             name=self.alias, **completeness_template(self.alias, self.replicas)
+        )
+        self.client.indices.put_index_template(
+            name=self.collectors_index,
+            **collectors_template(self.collectors_index, self.replicas),
         )
 
     def latest_collectors(self, since: datetime) -> list[dict[str, Any]]:
@@ -396,24 +583,33 @@ class ElasticsearchCompletenessSink(CompletenessSink):
         return [hit["_source"] for hit in hits]
 
     def write(self, docs: Sequence[CompletenessDoc]) -> None:
+        self._bulk(
+            "completeness", [(self.index_for(d.hour), d.id, d.version, d.body) for d in docs]
+        )
+
+    def write_collectors(self, docs: Sequence[CollectorStateDoc]) -> None:
+        self._bulk("collector", [(self.collectors_index, d.id, d.version, d.body) for d in docs])
+
+    def _bulk(self, what: str, docs: Sequence[tuple[str, str, int, dict[str, Any]]]) -> None:
+        """Index (index, id, external version, body) documents, keeping newer versions."""
         if not docs:
             return
         operations: list[dict[str, Any]] = []
-        for doc in docs:
+        for index, doc_id, version, body in docs:
             operations.append(
                 {
                     "index": {
-                        "_index": self.index_for(doc.hour),
-                        "_id": doc.id,
-                        "version": doc.version,
+                        "_index": index,
+                        "_id": doc_id,
+                        "version": version,
                         "version_type": "external_gte",
                     }
                 }
             )
-            operations.append(doc.body)
+            operations.append(body)
         response = self.client.bulk(operations=operations, refresh=False)
         retry = 0
-        for doc, item in zip(docs, response["items"], strict=True):
+        for (_, _, _, body), item in zip(docs, response["items"], strict=True):
             outcome = next(iter(item.values()))
             status = outcome.get("status", 500)
             if status in (200, 201, 409):  # 409: a newer version is there already
@@ -423,9 +619,9 @@ class ElasticsearchCompletenessSink(CompletenessSink):
                 retry += 1
             else:
                 # Refused for good (a document the mapping does not take): retrying cannot help.
-                log.error("completeness document %s refused: %s", doc.body, reason)
+                log.error("%s document %s refused: %s", what, body, reason)
         if retry:
-            raise ServiceError(f"Elasticsearch did not take {retry} completeness documents")
+            raise ServiceError(f"Elasticsearch did not take {retry} {what} documents")
 
 
 # --- the loop `socpipe watch` runs --------------------------------------------------------------
@@ -474,10 +670,17 @@ class CompletenessLoop:
             if not messages:
                 continue
             docs = self.aggregator.fold(messages)
+            states = collector_states(messages)
             if not self._retry(
                 stop, "writing completeness", functools.partial(self.sink.write, docs)
             ):
                 return  # stopped before Elasticsearch took them: not committed, read again
+            if not self._retry(
+                stop,
+                "writing the collectors' registry",
+                functools.partial(self.sink.write_collectors, states),
+            ):
+                return  # the completeness documents are written: read again, they change nothing
             try:
                 self.consumer.commit()
             except KafkaError as exc:  # written: reading them again changes nothing
@@ -660,18 +863,114 @@ def completeness(
     return rows_from_buckets(buckets)
 
 
+class CollectorStore(ABC):
+    """What the API reads about collectors: their latest states (documents of
+    ``<prefix>-collectors``) and the completeness rows."""
+
+    @abstractmethod
+    def states(self, agency: str | None = None) -> list[dict[str, Any]]:
+        """Every collector's latest state (of ``agency`` only, when given), by agency and id."""
+
+    @abstractmethod
+    def state(self, agency: str, collector: str) -> dict[str, Any] | None:
+        """One collector's latest state, or None if it was never heard of."""
+
+    @abstractmethod
+    def completeness(
+        self, *, agency: str | None, since: datetime, until: datetime
+    ) -> list[CompletenessRow]:
+        """What :func:`completeness` answers."""
+
+
+def _ordered(states: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(states, key=lambda state: (state["agency"], state["collector"]))
+
+
+class InMemoryCollectorStore(CollectorStore):
+    """The test double: reads what an :class:`InMemoryCompletenessSink` holds."""
+
+    def __init__(self, sink: InMemoryCompletenessSink | None = None) -> None:
+        self.sink = sink if sink is not None else InMemoryCompletenessSink()
+
+    def states(self, agency: str | None = None) -> list[dict[str, Any]]:
+        found = [body for _, body in self.sink.collectors.values()]
+        return _ordered(body for body in found if agency in (None, body["agency"]))
+
+    def state(self, agency: str, collector: str) -> dict[str, Any] | None:
+        found = self.sink.collectors.get(collector_doc_id(agency, collector))
+        return None if found is None else found[1]
+
+    def completeness(
+        self, *, agency: str | None, since: datetime, until: datetime
+    ) -> list[CompletenessRow]:
+        return self.sink.rows(agency=agency, since=since, until=until)
+
+
+class ElasticsearchCollectorStore(CollectorStore):
+    """Reads ``<prefix>-collectors`` and ``<prefix>-completeness``; an index not made yet
+    reads as empty."""
+
+    # About 165 agencies with a few collectors each: far below one page.
+    MAX_COLLECTORS: Final = 10_000
+
+    def __init__(self, client: Elasticsearch, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.index = f"{prefix}-collectors"
+
+    def states(self, agency: str | None = None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"term": {"agency": agency}} if agency else {"match_all": {}}
+        try:
+            response = self.client.search(
+                index=self.index,
+                query=query,
+                sort=[{"agency": "asc"}, {"collector": "asc"}],
+                size=self.MAX_COLLECTORS,
+            )
+        except NotFoundError:
+            return []
+        hits = response["hits"]["hits"]
+        if len(hits) == self.MAX_COLLECTORS:
+            log.warning("more than %d collectors: the registry shows the first", len(hits))
+        return [hit["_source"] for hit in hits]
+
+    def state(self, agency: str, collector: str) -> dict[str, Any] | None:
+        try:
+            found = self.client.get(index=self.index, id=collector_doc_id(agency, collector))
+        except NotFoundError:
+            return None
+        body: dict[str, Any] = found["_source"]
+        # The id is a digest: make sure it is this collector's, not a collision's.
+        return body if (body["agency"], body["collector"]) == (agency, collector) else None
+
+    def completeness(
+        self, *, agency: str | None, since: datetime, until: datetime
+    ) -> list[CompletenessRow]:
+        return completeness(self.client, self.prefix, agency=agency, since=since, until=until)
+
+
 __all__ = [
+    "COLLECTOR_PROPERTIES",
     "COMPLETENESS_PROPERTIES",
     "COUNTS",
+    "SOURCE_COUNTERS",
+    "CollectorStateDoc",
+    "CollectorStore",
     "CompletenessAggregator",
     "CompletenessDoc",
     "CompletenessGaps",
     "CompletenessLoop",
     "CompletenessRow",
     "CompletenessSink",
+    "ElasticsearchCollectorStore",
     "ElasticsearchCompletenessSink",
+    "InMemoryCollectorStore",
     "InMemoryCompletenessSink",
     "aggregate",
+    "collector_doc_id",
+    "collector_state",
+    "collector_states",
+    "collectors_template",
     "completeness",
     "completeness_template",
     "rows_from_buckets",

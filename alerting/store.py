@@ -2,8 +2,16 @@
 
 To implement a store, subclass ``AlertStore`` and provide ``ensure_ready`` (create what the store
 needs, idempotently), ``apply`` (fold a batch of detections in; nothing may be counted twice when
-the same batch is applied again), ``search`` and ``get``. ``fold`` in ``alerting.grouping`` does
-the arithmetic; a store only reads, writes and retries.
+the same batch is applied again), ``search``, ``get``, ``update_many`` and ``stats``. ``fold`` in
+``alerting.grouping`` does the arithmetic of detections, ``alerting.queries`` the reading of
+queries, and the caller of ``update_many`` the change of an analyst; a store only reads, writes
+and retries.
+
+Two writers meet on one alert: the alerting worker folding detections in (``apply``) and an
+analyst triaging it (``update_many``). Both read the alert with its version, change it, and write
+it only if the version is still the one read (``if_seq_no``/``if_primary_term``); the loser of a
+race reads again and re-applies its change, so neither loses the other's. ``fold`` copies the
+alert it is given, so the triage fields (status, assignee, verdict, notes, history) survive it.
 """
 
 from __future__ import annotations
@@ -12,17 +20,29 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 from alerting.grouping import AlertPolicies, Grouping, alert_id, fold, window_start
 from alerting.indices import Indices
+from alerting.queries import (
+    AlertQuery,
+    AlertStats,
+    SortKey,
+    StatsQuery,
+    compute_stats,
+    es_aggregations,
+    es_query,
+    es_sort,
+    page_of,
+    sort_value,
+    stats_from_response,
+)
 from alerting.templates import alert_document, alert_from_document
-from socpipe.records import Alert, AlertStatus, Detection, Severity
+from socpipe.records import Alert, Detection
 from socpipe.settings import AlertPolicy
 
 log = logging.getLogger(__name__)
@@ -58,26 +78,35 @@ class ApplyResult:
 
 
 @dataclass(frozen=True)
-class AlertQuery:
-    """Filters for listing alerts. ``agency`` also carries an agency-scoped user's restriction."""
-
-    status: AlertStatus | None = None
-    severity: Severity | None = None
-    agency: str | None = None
-    rule_id: str | None = None
-    host: str | None = None
-    text: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 50
-
-
-@dataclass(frozen=True)
 class AlertPage:
-    """A page of alerts, newest last_seen first, and how many matched in all."""
+    """A page of alerts in the query's order, how many matched in all, and where the page ended
+    when more follow (``next_after``: pass it as ``AlertQuery.after`` for the next page)."""
 
     alerts: list[Alert]
     total: int
+    next_after: SortKey | None = None
+
+
+class UpdateRefused(Exception):  # noqa: N818 (a refusal, not a failure of the store)
+    """Raised by a change given to ``update_many`` that does not apply to an alert (a forbidden
+    transition); its message says why, and the alert is left as it is."""
+
+
+UpdateOutcome = Literal["updated", "unchanged", "not_found", "refused", "failed"]
+AlertEdit = Callable[[Alert], Alert]
+"""A change of one alert: the alert after it, the same object when nothing changes, or
+UpdateRefused. It may be called more than once (after a conflict), so it must be pure."""
+
+
+@dataclass(frozen=True)
+class AlertUpdate:
+    """What ``update_many`` did to one alert: ``alert`` as it now is (None when not found),
+    ``reason`` why it was refused or failed."""
+
+    alert_id: str
+    outcome: UpdateOutcome
+    alert: Alert | None = None
+    reason: str | None = None
 
 
 class AlertStore(ABC):
@@ -98,39 +127,30 @@ class AlertStore(ABC):
 
     @abstractmethod
     def search(self, query: AlertQuery) -> AlertPage:
-        """Alerts matching ``query``, newest first."""
+        """The page of alerts ``query`` asks for, in its order (most recently seen first)."""
 
     @abstractmethod
-    def get(self, alert_id: str) -> Alert | None:
-        """One alert by id."""
+    def get(self, alert_id: str, *, agency: str | None = None) -> Alert | None:
+        """One alert by id; None also when ``agency`` is given and the alert is another's."""
+
+    @abstractmethod
+    def update_many(
+        self, alert_ids: Sequence[str], edit: AlertEdit, *, agency: str | None = None
+    ) -> list[AlertUpdate]:
+        """Apply ``edit`` to each alert (once per distinct id, in order), without losing a
+        concurrent write; an alert of another agency than ``agency`` is not found."""
+
+    def update(self, alert_id: str, edit: AlertEdit, *, agency: str | None = None) -> AlertUpdate:
+        """``update_many`` of one alert."""
+        return self.update_many([alert_id], edit, agency=agency)[0]
+
+    @abstractmethod
+    def stats(self, query: StatsQuery) -> AlertStats:
+        """Counts of the alerts ``query.where`` selects, per facet and over time."""
 
     @abstractmethod
     def ping(self) -> bool:
         """Whether the store answers."""
-
-
-def _matches(alert: Alert, query: AlertQuery) -> bool:
-    checks = (
-        query.status is None or alert.status == query.status,
-        query.severity is None or alert.severity == query.severity,
-        query.agency is None or alert.entities.agency == query.agency,
-        query.rule_id is None or alert.rule.id == query.rule_id,
-        query.host is None or alert.entities.host == query.host,
-        query.since is None or alert.last_seen >= query.since,
-        query.until is None or alert.last_seen <= query.until,
-        query.text is None
-        or query.text.casefold()
-        in " ".join(
-            str(v)
-            for v in (
-                alert.rule.title,
-                alert.entities.host,
-                alert.entities.user,
-                alert.entities.source_ip,
-            )
-        ).casefold(),
-    )
-    return all(checks)
 
 
 class InMemoryAlertStore(AlertStore):
@@ -165,15 +185,35 @@ class InMemoryAlertStore(AlertStore):
         return result
 
     def search(self, query: AlertQuery) -> AlertPage:
-        hits = sorted(
-            (a for a in self.alerts.values() if _matches(a, query)),
-            key=lambda a: a.last_seen,
-            reverse=True,
-        )
-        return AlertPage(alerts=hits[: query.limit], total=len(hits))
+        alerts, total, more = page_of(self.alerts.values(), query)
+        next_after: SortKey | None = None
+        if more and alerts:
+            next_after = (sort_value(alerts[-1], query.sort), alerts[-1].id)
+        return AlertPage(alerts=alerts, total=total, next_after=next_after)
 
-    def get(self, alert_id: str) -> Alert | None:
-        return self.alerts.get(alert_id)
+    def get(self, alert_id: str, *, agency: str | None = None) -> Alert | None:
+        alert = self.alerts.get(alert_id)
+        if alert is None or (agency is not None and alert.entities.agency != agency):
+            return None
+        return alert
+
+    def update_many(
+        self, alert_ids: Sequence[str], edit: AlertEdit, *, agency: str | None = None
+    ) -> list[AlertUpdate]:
+        results = []
+        for key in dict.fromkeys(alert_ids):
+            current = self.get(key, agency=agency)
+            if current is None:
+                results.append(AlertUpdate(key, "not_found"))
+                continue
+            outcome = _edited(key, current, edit)
+            if outcome.outcome == "updated" and outcome.alert is not None:
+                self.alerts[key] = outcome.alert
+            results.append(outcome)
+        return results
+
+    def stats(self, query: StatsQuery) -> AlertStats:
+        return compute_stats(self.alerts.values(), query)
 
     def ping(self) -> bool:
         return True
@@ -301,61 +341,180 @@ class ElasticsearchAlertStore(AlertStore):
         return retry
 
     def search(self, query: AlertQuery) -> AlertPage:
-        filters: list[dict[str, Any]] = []
-        for field_name, value in (
-            ("status", query.status),
-            ("severity", query.severity),
-            ("entities.agency", query.agency),
-            ("rule.id", query.rule_id),
-            ("entities.host", query.host),
-        ):
-            if value is not None:
-                filters.append({"term": {field_name: str(value)}})
-        if query.since or query.until:
-            bounds = {}
-            if query.since:
-                bounds["gte"] = query.since.isoformat()
-            if query.until:
-                bounds["lte"] = query.until.isoformat()
-            filters.append({"range": {"last_seen": bounds}})
-        must: list[dict[str, Any]] = []
-        if query.text:
-            must.append(
-                {
-                    "simple_query_string": {
-                        "query": query.text,
-                        "fields": [
-                            "rule.title",
-                            "entities.host",
-                            "entities.user",
-                            "entities.agency",
-                        ],
-                        "default_operator": "and",
-                    }
-                }
-            )
+        extra: dict[str, Any] = {}
+        if query.after is not None:
+            extra["search_after"] = list(query.after)
         try:
             response = self.client.search(
                 index=self.alias,
-                query={"bool": {"filter": filters, "must": must}},
-                sort=[{"last_seen": "desc"}, {"id": "asc"}],
-                size=query.limit,
+                query=es_query(query),
+                sort=es_sort(query),
+                # One more than the page: whether another page follows, without a second query.
+                size=query.limit + 1,
                 track_total_hits=True,
+                **extra,
             )
         except NotFoundError:
             return AlertPage(alerts=[], total=0)
-        hits = response["hits"]
+        hits = response["hits"]["hits"]
+        page = hits[: query.limit]
+        next_after: SortKey | None = None
+        if len(hits) > query.limit and page:
+            value, last_id = page[-1]["sort"]
+            next_after = (int(value), str(last_id))
         return AlertPage(
-            alerts=[alert_from_document(hit["_source"]) for hit in hits["hits"]],
-            total=hits["total"]["value"],
+            alerts=[alert_from_document(hit["_source"]) for hit in page],
+            total=response["hits"]["total"]["value"],
+            next_after=next_after,
         )
 
-    def get(self, alert_id: str) -> Alert | None:
+    def get(self, alert_id: str, *, agency: str | None = None) -> Alert | None:
+        filters: list[dict[str, Any]] = [{"ids": {"values": [alert_id]}}]
+        if agency is not None:
+            filters.append({"term": {"entities.agency": agency}})
         try:
             response = self.client.search(
-                index=self.alias, query={"ids": {"values": [alert_id]}}, size=1
+                index=self.alias, query={"bool": {"filter": filters}}, size=1
             )
         except NotFoundError:
             return None
         hits = response["hits"]["hits"]
         return alert_from_document(hits[0]["_source"]) if hits else None
+
+    def stats(self, query: StatsQuery) -> AlertStats:
+        try:
+            response = self.client.search(
+                index=self.alias,
+                query=es_query(query.where),
+                aggs=es_aggregations(query),
+                size=0,
+                track_total_hits=True,
+            )
+        except NotFoundError:
+            return compute_stats([], query)
+        return stats_from_response(dict(response), query)
+
+    def update_many(
+        self, alert_ids: Sequence[str], edit: AlertEdit, *, agency: str | None = None
+    ) -> list[AlertUpdate]:
+        ids = list(dict.fromkeys(alert_ids))
+        results: dict[str, AlertUpdate] = {}
+        pending = self._locate(ids, agency)
+        for key in ids:
+            if key not in pending:
+                results[key] = AlertUpdate(key, "not_found")
+        for attempt in range(self.MAX_ATTEMPTS):
+            if not pending:
+                break
+            if attempt:
+                # A fold (or another analyst) wrote in between: back off, read again.
+                time.sleep(random.uniform(0, 0.02 * 2**attempt))  # noqa: S311
+            pending = self._update_round(pending, edit, agency, results)
+        for key in pending:
+            results[key] = AlertUpdate(
+                key, "failed", reason="the alert kept changing under us (version conflicts)"
+            )
+        return [results[key] for key in ids]
+
+    def _locate(self, ids: list[str], agency: str | None) -> dict[str, str]:
+        """The index of each alert that exists (and is of ``agency``). A search, so an alert
+        written in the last refresh interval (500 ms) is not found yet: nobody has seen it."""
+        if not ids:
+            return {}
+        filters: list[dict[str, Any]] = [{"ids": {"values": ids}}]
+        if agency is not None:
+            filters.append({"term": {"entities.agency": agency}})
+        try:
+            hits = self.client.search(
+                index=self.alias,
+                query={"bool": {"filter": filters}},
+                source=False,
+                size=len(ids),
+            )["hits"]["hits"]
+        except NotFoundError:
+            return {}
+        return {hit["_id"]: hit["_index"] for hit in hits}
+
+    def _read_current(self, located: dict[str, str]) -> list[dict[str, Any]]:
+        """The current documents with their versions: mget is real-time, search is not."""
+        docs: list[dict[str, Any]] = self.client.mget(
+            docs=[{"_index": index, "_id": key} for key, index in located.items()]
+        )["docs"]
+        return docs
+
+    def _update_round(
+        self,
+        located: dict[str, str],
+        edit: AlertEdit,
+        agency: str | None,
+        results: dict[str, AlertUpdate],
+    ) -> dict[str, str]:
+        """Read, edit, write conditionally; returns the alerts that conflicted."""
+        operations: list[dict[str, Any]] = []
+        planned: list[tuple[str, Alert]] = []
+        for (key, index), doc in zip(located.items(), self._read_current(located), strict=True):
+            current = alert_from_document(doc["_source"]) if doc.get("found") else None
+            if current is None or (agency is not None and current.entities.agency != agency):
+                results[key] = AlertUpdate(key, "not_found")  # retention dropped it
+                continue
+            outcome = _edited(key, current, edit)
+            if outcome.outcome != "updated" or outcome.alert is None:
+                results[key] = outcome
+                continue
+            operations.append(
+                {
+                    "index": {
+                        "_index": index,
+                        "_id": key,
+                        "if_seq_no": doc["_seq_no"],
+                        "if_primary_term": doc["_primary_term"],
+                    }
+                }
+            )
+            operations.append(alert_document(outcome.alert))
+            planned.append((key, outcome.alert))
+        if not operations:
+            return {}
+        # An analyst lists again right after a change: wait until the change is searchable.
+        response = self.client.bulk(operations=operations, refresh="wait_for")
+        retry: dict[str, str] = {}
+        for (key, alert), item in zip(planned, response["items"], strict=True):
+            answer = next(iter(item.values()))
+            status = answer.get("status", 500)
+            if status in (200, 201):
+                results[key] = AlertUpdate(key, "updated", alert)
+            elif status == 409:
+                retry[key] = located[key]
+            else:
+                reason = answer.get("error", {}).get("reason", f"status {status}")
+                results[key] = AlertUpdate(
+                    key, "failed", reason=f"Elasticsearch refused alert {key}: {reason}"
+                )
+        return retry
+
+
+def _edited(key: str, current: Alert, edit: AlertEdit) -> AlertUpdate:
+    """The outcome of ``edit`` on ``current``, before it is written."""
+    try:
+        changed = edit(current)
+    except UpdateRefused as refusal:
+        return AlertUpdate(key, "refused", current, str(refusal))
+    if changed is current:
+        return AlertUpdate(key, "unchanged", current)
+    return AlertUpdate(key, "updated", changed)
+
+
+__all__ = [
+    "AlertChange",
+    "AlertEdit",
+    "AlertPage",
+    "AlertQuery",
+    "AlertStore",
+    "AlertUpdate",
+    "ApplyResult",
+    "ElasticsearchAlertStore",
+    "InMemoryAlertStore",
+    "SourcedDetection",
+    "UpdateOutcome",
+    "UpdateRefused",
+]

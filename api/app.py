@@ -23,11 +23,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Scope
 
 from alerting.indices import Indices
 from alerting.store import AlertStore, ElasticsearchAlertStore
+from api import metrics
 from api.audit import AuditLog, ElasticsearchAuditLog
 from api.deps import CurrentUser
+from api.errors import ERRORS
+from api.logcontext import bind_request_id, install_request_id_filter
 from api.routes import (
     alerts,
     auth,
@@ -50,6 +55,7 @@ from socpipe.elastic import make_elasticsearch
 from socpipe.settings import Settings
 
 log = logging.getLogger("socpipe.api")
+
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -110,7 +116,7 @@ def create_app(
         status = getattr(error, "status_code", None) if isinstance(error, ApiError) else None
         if status is not None and status < 500 and status != 429:
             raise error
-        detail = f"the alert store is unavailable, try again shortly ({type(error).__name__})"
+        detail = f"Elasticsearch is unavailable, try again shortly ({type(error).__name__})"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "2"})
 
     issuer = TokenIssuer.from_settings(settings.api)
@@ -130,17 +136,24 @@ def create_app(
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         request.state.request_id = request_id
+        bind_request_id(request_id)
         started = time.monotonic()
-        length = request.headers.get("content-length")
-        if length is not None and (
-            not length.isdigit() or int(length) > settings.api.max_body_bytes
-        ):
+        length, limit = request.headers.get("content-length"), settings.api.max_body_bytes
+        if any(not name for name, _ in request.query_params.multi_items()):
             response: Response = JSONResponse(
-                {"detail": f"the body is larger than {settings.api.max_body_bytes} bytes"},
-                status_code=413,
+                {"detail": "a query parameter has no name"}, status_code=400
+            )
+        elif (length is not None and (not length.isdigit() or int(length) > limit)) or (
+            # A body without a length (chunked) is read here, so that it is bounded too.
+            length is None and request.method in _CHANGES and len(await request.body()) > limit
+        ):
+            response = JSONResponse(
+                {"detail": f"the body is larger than {limit} bytes"}, status_code=413
             )
         else:
             response = await call_next(request)
+        if response.status_code == 405:  # every method of the path, not one route's
+            response.headers["Allow"] = ", ".join(_allowed(app, request.scope))
         response.headers["X-Request-ID"] = request_id
         for name, value in _HEADERS.items():
             response.headers.setdefault(name, value)
@@ -166,11 +179,44 @@ def create_app(
             max_age=600,
         )
     app.include_router(health.router)
-    app.include_router(auth.router)
+    app.include_router(auth.router, responses=ERRORS)
     for module in (alerts, cases, stats, rules, exceptions, collectors, audit_routes, ingest):
-        app.include_router(module.router)
-    app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="console")
+        app.include_router(module.router, responses=ERRORS)
+    metrics.install(app, token=settings.api.metrics_token)
+    install_request_id_filter()
+    if settings.api.agency_bootstrap_servers:
+        app.state.agency_bootstrap = list(settings.api.agency_bootstrap_servers)
+    console = StaticFiles(directory=STATIC_DIR, html=True)
+    app.routes.append(ConsoleMount("/", console, name="console", api=list(app.routes)))
     return app
+
+
+def _allowed(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some API route answers on the path of ``scope``."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+class ConsoleMount(Mount):
+    """The console's files at ``/``, for GET and HEAD of paths no API route has: a request the
+    API knows but not with that method is the API's 405 (with its ``Allow``), never the static
+    files' answer."""
+
+    def __init__(self, path: str, app: ASGIApp, *, name: str, api: list[BaseRoute]) -> None:
+        super().__init__(path, app, name=name)
+        self.api = api
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("type") == "http":
+            if scope.get("method") not in ("GET", "HEAD"):
+                return Match.NONE, {}
+            if any(route.matches(scope)[0] is not Match.NONE for route in self.api):
+                return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _audit(request: Request, response: Response, audit: AuditLog, elapsed_s: float) -> None:

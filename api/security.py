@@ -48,6 +48,7 @@ class Permission(StrEnum):
     COLLECTORS_ENROLL = "collectors:enroll"
     AUDIT_READ = "audit:read"
     USERS_MANAGE = "users:manage"
+    METRICS_READ = "metrics:read"
     INGEST = "ingest"
 
 

@@ -11,8 +11,10 @@ to ``soc.raw``; when it is heard again, another. The detectors turn them into ev
 
 The watch also runs the completeness aggregator (``alerting.completeness``), in a thread of its
 own with its own consumer of ``soc.heartbeats``: collectors' heartbeats and the stages' counters
-become per agency and hour documents in Elasticsearch. When Elasticsearch is away the aggregator
-waits and retries without committing, while the watch goes on judging silences.
+become per agency and hour documents in Elasticsearch, and each collector's latest heartbeat one
+document of the collectors' registry ``<prefix>-collectors``, which ``GET /collectors`` serves
+(silent by :func:`is_silent`). When Elasticsearch is away the aggregator waits and retries
+without committing, while the watch goes on judging silences.
 
 Time is the SOC's: a heartbeat's Kafka timestamp is set when a detector passed it on, so an
 agency's clock being wrong does not make its collector look silent. Record ids come from the
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from elasticsearch import Elasticsearch
@@ -51,7 +53,26 @@ from socpipe.settings import Settings, Tier
 log = logging.getLogger(__name__)
 
 WATCH_ID = "socpipe-health"
+# A collector is silent after this many of its heartbeat intervals without one.
+SILENCE_FACTOR: Final = 3.0
 _SOURCE = SourceRef(type="socpipe", path="soc.heartbeats", format="socpipe.health")
+
+
+def is_silent(
+    last_seen: float,
+    interval_s: float,
+    stopping: bool,
+    now: float,
+    *,
+    factor: float = SILENCE_FACTOR,
+    min_silence_s: float = 0.0,
+) -> bool:
+    """Whether a collector last heard at ``last_seen`` (SOC time, seconds) is silent at
+    ``now``: no heartbeat for ``factor`` of its intervals (and at least ``min_silence_s``), and
+    it did not say it was stopping (a collector shut down on purpose is not missing)."""
+    if stopping:
+        return False
+    return now - last_seen >= max(min_silence_s, factor * interval_s)
 
 
 @dataclass(slots=True)
@@ -70,7 +91,9 @@ class _Collector:
 class HealthWatch:
     """The collectors' last heartbeats, and the health records their silences call for."""
 
-    def __init__(self, *, silence_factor: float = 3.0, min_silence_s: float = 120.0) -> None:
+    def __init__(
+        self, *, silence_factor: float = SILENCE_FACTOR, min_silence_s: float = 120.0
+    ) -> None:
         self.silence_factor = silence_factor
         self.min_silence_s = min_silence_s
         self.collectors: dict[str, _Collector] = {}
@@ -108,12 +131,18 @@ class HealthWatch:
         """A ``collector-silent`` record for each collector newly silent at ``now``."""
         found = []
         for entry in self.collectors.values():
-            if entry.silent or entry.stopping:
+            if entry.silent:
                 continue
-            limit = max(self.min_silence_s, self.silence_factor * entry.interval_s)
-            silent_s = now - entry.last_seen
-            if silent_s >= limit:
+            if is_silent(
+                entry.last_seen,
+                entry.interval_s,
+                entry.stopping,
+                now,
+                factor=self.silence_factor,
+                min_silence_s=self.min_silence_s,
+            ):
                 entry.silent = True
+                silent_s = now - entry.last_seen
                 found.append(self._record(entry, "collector-silent", now, silent_s))
         return found
 

@@ -566,6 +566,18 @@ class ApiSettings(_Section):
     cors_origins: list[str] = Field(default_factory=list)
     signin_per_minute: int = Field(default=10, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Prometheus' credential for GET /metrics: it reads metrics and nothing else.
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
+    # Where enrolled agencies' collectors connect (the SASL_SSL listener), as
+    # POST /collectors/enroll answers; empty: the SOC's hosts with local.kafka_agency_port.
+    agency_bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("agency_bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class LocalServicesSettings(_Section):

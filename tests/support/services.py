@@ -109,19 +109,20 @@ def provide_endpoints(
 
 
 @contextlib.contextmanager
-def kafka_outage(endpoints: Endpoints) -> Iterator[None]:
-    """Kafka is away inside the block and answers again after it.
+def outage(endpoints: Endpoints, service: Literal["kafka", "elasticsearch"]) -> Iterator[None]:
+    """``service`` is away inside the block and answers again after it.
 
-    The local Kafka is stopped (SIGTERM, as an operator or a crash of the link would end it) and
-    started again; a container is paused and unpaused (its clients see a dead link). A Kafka given
-    by address cannot be taken away by the tests: those tests are skipped, saying so.
+    A local service is stopped (SIGTERM, as an operator or a crash of the link would end it) and
+    started again; a container is paused and unpaused (its clients see a dead link). A service
+    given by address cannot be taken away by the tests: those tests are skipped, saying so.
     """
-    if endpoints.kafka_backend == "env":
+    backend = endpoints.kafka_backend if service == "kafka" else endpoints.elasticsearch_backend
+    if backend == "env":
         import pytest
 
-        pytest.skip("Kafka given by SOCPIPE_TEST_KAFKA_BOOTSTRAP cannot be stopped by a test")
-    if endpoints.kafka_backend == "testcontainers":
-        wrapped = _CONTAINERS["kafka"].get_wrapped_container()
+        pytest.skip(f"{service} given by {ENV_VARS[service]} cannot be stopped by a test")
+    if backend == "testcontainers":
+        wrapped = _CONTAINERS[service].get_wrapped_container()
         wrapped.pause()
         try:
             yield
@@ -132,35 +133,18 @@ def kafka_outage(endpoints: Endpoints) -> Iterator[None]:
     from socpipe.settings import load_settings
 
     local = LocalServices(load_settings().local)
-    local.stop(["kafka"])
+    local.stop([service])
     try:
         yield
     finally:
-        local.up(names=["kafka"])
+        local.up(names=[service])
 
 
-@contextlib.contextmanager
-def elasticsearch_outage(endpoints: Endpoints) -> Iterator[None]:
-    """Elasticsearch is away inside the block and answers again after it (as
-    :func:`kafka_outage`: the local one stopped and started, a container paused)."""
-    if endpoints.elasticsearch_backend == "env":
-        import pytest
+def kafka_outage(endpoints: Endpoints) -> contextlib.AbstractContextManager[None]:
+    """Kafka away inside the block (:func:`outage`)."""
+    return outage(endpoints, "kafka")
 
-        pytest.skip("Elasticsearch given by SOCPIPE_TEST_ELASTICSEARCH_URL cannot be stopped")
-    if endpoints.elasticsearch_backend == "testcontainers":
-        wrapped = _CONTAINERS["elasticsearch"].get_wrapped_container()
-        wrapped.pause()
-        try:
-            yield
-        finally:
-            wrapped.unpause()
-        return
-    from socpipe.localservices import LocalServices
-    from socpipe.settings import load_settings
 
-    local = LocalServices(load_settings().local)
-    local.stop(["elasticsearch"])
-    try:
-        yield
-    finally:
-        local.up(names=["elasticsearch"])
+def elasticsearch_outage(endpoints: Endpoints) -> contextlib.AbstractContextManager[None]:
+    """Elasticsearch away inside the block (:func:`outage`)."""
+    return outage(endpoints, "elasticsearch")

@@ -13,11 +13,14 @@ import orjson
 import pytest
 
 from alerting.completeness import (
+    COLLECTOR_PROPERTIES,
     COMPLETENESS_PROPERTIES,
     COUNTS,
     CompletenessAggregator,
     CompletenessLoop,
     InMemoryCompletenessSink,
+    collector_states,
+    collectors_template,
     completeness,
     completeness_template,
 )
@@ -410,3 +413,91 @@ def test_completeness_pages_through_the_composite_aggregation_and_scopes_by_agen
     assert len(client.bodies) == 3
     assert client.bodies[0]["index"] == "soc-completeness"
     assert {"term": {"agency": A}} in client.bodies[0]["query"]["bool"]["filter"]
+
+
+# --- the collectors' registry -------------------------------------------------------------------
+
+
+def registry_of(messages: Sequence[Msg]) -> InMemoryCompletenessSink:
+    sink = InMemoryCompletenessSink()
+    sink.write_collectors(collector_states(messages))
+    return sink
+
+
+def test_the_registry_keeps_each_collectors_latest_heartbeat_and_never_an_older_one() -> None:
+    topic = Topic()
+    first = topic.beat(A, H0 + 10, [1, 2], host="tc-srv", kafka={"state": "away", "error": "x"})
+    topic.beat(A, H0 + 40, [3, 4], host="tc-srv", kafka={"state": "up"}, stopping=True)
+    topic.beat(B, H0 + 20, [7], collector="c9")
+    topic.beat(B, H0 + 30, [8], collector="c9", check=True)  # `socpipe collect check`
+    sink = registry_of(topic.messages)
+    states = {(body["agency"], body["collector"]): body for _, body in sink.collectors.values()}
+    assert set(states) == {(A, "c1"), (B, "c9")}
+    latest = states[A, "c1"]
+    assert latest["last_heartbeat"] == datetime.fromtimestamp(H0 + 40, UTC).isoformat()
+    assert (latest["host"], latest["kafka"], latest["stopping"]) == (
+        "tc-srv",
+        {"state": "up", "error": None},
+        True,
+    )
+    assert [s["sent"] for s in latest["sources"]] == [3, 4]
+    assert states[B, "c9"]["sources"][0]["sent"] == 7  # the check heartbeat changed nothing
+
+    # Read again late, alone or in a batch: the older heartbeat's version loses.
+    before = dict(sink.collectors)
+    sink.write_collectors(collector_states([first]))
+    sink.write_collectors(collector_states(list(reversed(topic.messages))))
+    assert sink.collectors == before
+
+
+def test_every_registry_field_is_in_the_strict_mapping_whatever_a_collector_sends() -> None:
+    topic = Topic()
+    topic.beat(A, H0 + 10, [1], host="tc-srv")
+    hostile = {
+        "agency": {"id": B, "tier": ["commune"], "extra": 1},
+        "collector": {"id": "c2", "version": 3},
+        "interval_s": "15",
+        "kafka": "up",
+        "spool": {"bytes": "many", "entries": 1e30, "max_bytes": float("nan")},
+        "queued_bytes": True,
+        "sources": [{"name": "s", "read": "12", "sent": 5.5, "surprise": {}}, "not a source"],
+        "unknown_key": {"deep": [1, 2]},
+        "time": 12,
+        "host": "x" * 5000,
+    }
+    topic._add(b"collector/b/c2", orjson.dumps(hostile), H0 + 11, ())
+    template = collectors_template("soc-collectors", 1)
+    assert template["index_patterns"] == ["soc-collectors"]
+    assert template["template"]["mappings"]["dynamic"] == "strict"
+    docs = collector_states(topic.messages)
+    assert len(docs) == 2
+    for doc in docs:
+        assert_mapped(doc.body, COLLECTOR_PROPERTIES)
+    (strange,) = [doc.body for doc in docs if doc.body["agency"] == B]
+    assert strange["interval_s"] == 15.0 and len(strange["host"]) == 1024
+    assert strange["spool"] == {"bytes": 0, "entries": 2**63 - 1, "max_bytes": 0}
+    assert strange["queued_bytes"] == 0
+    assert (strange["sources"][0]["read"], strange["sources"][0]["sent"]) == (0, 5)
+
+
+def assert_mapped(body: dict[str, Any], properties: dict[str, Any]) -> None:
+    """Every key of ``body`` (in objects and arrays of objects) is in the mapping."""
+    for key, value in body.items():
+        assert key in properties, key
+        nested = properties[key].get("properties")
+        items = value if isinstance(value, list) else [value]
+        if nested is not None:
+            for item in items:
+                assert isinstance(item, dict), (key, item)
+                assert_mapped(item, nested)
+
+
+def test_the_loop_writes_the_registry_with_the_completeness_documents() -> None:
+    topic = build_topic()
+    sink = InMemoryCompletenessSink()
+    CompletenessLoop(FakeConsumer(topic.messages, batch=3), sink).run(
+        threading.Event(), until_end=True
+    )
+    states = {(body["agency"], body["collector"]): body for _, body in sink.collectors.values()}
+    assert set(states) == {(A, "c1"), (B, "c1")}
+    assert states[A, "c1"]["sources"][0]["sent"] == 30  # the last of A's heartbeats

@@ -117,4 +117,4 @@ def test_an_unavailable_store_is_a_503_with_retry_after() -> None:
     answer = client.get("/alerts", headers={"Authorization": f"Bearer {ANALYST}"})
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "2"
-    assert "alert store is unavailable" in answer.json()["detail"]
+    assert "Elasticsearch is unavailable" in answer.json()["detail"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.health import HealthWatch
+from detectors.health import SILENCE_FACTOR, HealthWatch, is_silent
 from detectors.normalize import Normalizer
 
 
@@ -90,3 +90,11 @@ def test_the_detectors_make_a_host_event_of_it() -> None:
     assert document["organization"]["id"] == "ubnd-phuong-phuc-xa"
     assert document["socpipe"]["health"]["silent_s"] == 600
     assert "sent no heartbeat 600 s" in document["message"]
+
+
+def test_is_silent_is_three_intervals_without_a_heartbeat_unless_stopping() -> None:
+    assert not is_silent(T0, 30, False, T0 + 89.9)
+    assert is_silent(T0, 30, False, T0 + 90)
+    assert not is_silent(T0, 30, True, T0 + 10_000)
+    assert not is_silent(T0, 10, False, T0 + 60, min_silence_s=120)  # the watch's floor
+    assert SILENCE_FACTOR == HealthWatch().silence_factor == 3
