@@ -52,7 +52,7 @@ from api.security import Authenticator, Principal, TokenIssuer
 from api.users import ElasticsearchUserStore, UserStore
 from socpipe import __version__
 from socpipe.elastic import make_elasticsearch
-from socpipe.settings import Settings
+from socpipe.settings import Settings, load_settings
 
 log = logging.getLogger("socpipe.api")
 
@@ -217,6 +217,12 @@ class ConsoleMount(Mount):
             if any(route.matches(scope)[0] is not Match.NONE for route in self.api):
                 return Match.NONE, {}
         return super().matches(scope)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of the settings in the environment (``SOCPIPE_CONFIG`` and ``SOCPIPE_*``): what
+    each of several uvicorn workers builds."""
+    return create_app(load_settings())
 
 
 def _audit(request: Request, response: Response, audit: AuditLog, elapsed_s: float) -> None:

@@ -629,14 +629,21 @@ def api(config: ConfigOption = None) -> None:
         console.print(
             "[yellow]no api.tokens configured: every route but /health will answer 401[/]"
         )
-    application = importlib.import_module("api.app").create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "host": settings.api.host,
+        "port": settings.api.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+    }
+    if settings.api.workers > 1:
+        # Each worker process builds its app from the same config (the file, or the
+        # environment): uvicorn imports the factory by name in every worker.
+        if config is not None:
+            os.environ["SOCPIPE_CONFIG"] = str(config.resolve())
+        uvicorn.run("api.app:app_from_environment", factory=True, workers=settings.api.workers,
+                    **options)  # fmt: skip
+        return
+    uvicorn.run(importlib.import_module("api.app").create_app(settings), **options)
 
 
 @app.command("demo")

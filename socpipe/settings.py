@@ -555,6 +555,9 @@ class ApiSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Processes serving the API (uvicorn workers); more than one needs a jwt_secret, so that
+    # every worker accepts the tokens the others issued.
+    workers: int = Field(default=1, ge=1, le=32)
     tokens: list[ApiToken] = Field(default_factory=list)
     # Signs access and refresh tokens (HS256). Without one the API makes a random key at start:
     # tokens then die with the process.
@@ -571,6 +574,12 @@ class ApiSettings(_Section):
     # Where enrolled agencies' collectors connect (the SASL_SSL listener), as
     # POST /collectors/enroll answers; empty: the SOC's hosts with local.kafka_agency_port.
     agency_bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shared_key(self) -> Self:
+        if self.workers > 1 and self.jwt_secret is None and self.jwt_secret_file is None:
+            raise ValueError("several workers need api.jwt_secret or api.jwt_secret_file")
+        return self
 
     @field_validator("agency_bootstrap_servers", mode="before")
     @classmethod

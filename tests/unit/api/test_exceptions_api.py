@@ -32,7 +32,8 @@ VIEWER = "viewer-token-0123456789"
 SSH_FAILURE = "0bf5816a-a6b8-4bc5-957a-c74e7ce82d3f"
 SSH_BRUTE_FORCE = "43f39fb0-2ed0-4f13-9da8-241ac8cd39ee"
 SCANNER_FILTER = "3c2e8f61-7d4a-4b19-9a05-6e1f2d8c7b40"
-NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+# Half past an hour that has passed (30 to 90 minutes ago): every sample event is in the past.
+NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
 INSIDE = ipaddress.ip_network("10.20.0.0/16")
 
 

@@ -33,7 +33,8 @@ COLLECTOR = "collector-token-012345"
 SSH_FAILURE = "0bf5816a-a6b8-4bc5-957a-c74e7ce82d3f"
 SSH_BRUTE_FORCE = "43f39fb0-2ed0-4f13-9da8-241ac8cd39ee"
 NEW_ID = "5d7e2c1a-9b3f-4e8a-a6d0-1c2b3a4d5e6f"
-NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+# Half past an hour that has passed (30 to 90 minutes ago): every sample event is in the past.
+NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
 
 NEW_RULE = f"""title: Sudo to root by a web server account
 id: {NEW_ID}
