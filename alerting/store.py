@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
@@ -77,6 +77,10 @@ class ApplyResult:
     changes: list[AlertChange] = field(default_factory=list)
 
 
+# Matches Elasticsearch counts exactly for a search; past it, the total is a floor.
+TOTAL_CAP: Final = 10_000
+
+
 @dataclass(frozen=True)
 class AlertPage:
     """A page of alerts in the query's order, how many matched in all, and where the page ended
@@ -85,6 +89,9 @@ class AlertPage:
     alerts: list[Alert]
     total: int
     next_after: SortKey | None = None
+    # False when ``total`` is a floor: Elasticsearch stops counting at TOTAL_CAP matches (an
+    # exact count of a million alerts costs more than the page itself).
+    total_exact: bool = True
 
 
 class UpdateRefused(Exception):  # noqa: N818 (a refusal, not a failure of the store)
@@ -351,7 +358,7 @@ class ElasticsearchAlertStore(AlertStore):
                 sort=es_sort(query),
                 # One more than the page: whether another page follows, without a second query.
                 size=query.limit + 1,
-                track_total_hits=True,
+                track_total_hits=TOTAL_CAP,
                 **extra,
             )
         except NotFoundError:
@@ -366,6 +373,7 @@ class ElasticsearchAlertStore(AlertStore):
             alerts=[alert_from_document(hit["_source"]) for hit in page],
             total=response["hits"]["total"]["value"],
             next_after=next_after,
+            total_exact=response["hits"]["total"]["relation"] == "eq",
         )
 
     def get(self, alert_id: str, *, agency: str | None = None) -> Alert | None:

@@ -112,6 +112,9 @@ class AlertsPage(BaseModel):
 
     data: list[AlertPublic]
     total: int
+    # False when ``total`` is a floor ("10,000 or more"): counting a million matches exactly
+    # would cost more than the page.
+    total_exact: bool = True
     next_cursor: str | None = None
 
 
@@ -292,6 +295,7 @@ def list_alerts(
     return AlertsPage(
         data=[AlertPublic.from_alert(a) for a in page.alerts],
         total=page.total,
+        total_exact=page.total_exact,
         next_cursor=next_cursor,
     )
 

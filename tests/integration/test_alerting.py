@@ -240,3 +240,36 @@ def test_a_storm_of_ten_thousand_detections_is_one_alert_in_elasticsearch(
     (alert,) = store.search(AlertQuery()).alerts
     assert alert.count == 10_000 and new == 1
     assert len(alert.detection_ids) == 100 and alert.detection_ids[-1] == storm[-1].detection.id
+
+
+def test_past_ten_thousand_matches_the_total_is_a_floor(
+    pipeline_settings: Settings, es: Elasticsearch
+) -> None:
+    from elasticsearch import helpers
+
+    from alerting.grouping import Grouping, fold
+    from alerting.templates import alert_document
+    from socpipe.records import Severity
+
+    store = ElasticsearchAlertStore(es, pipeline_settings.elasticsearch.index_prefix, 3600)
+    store.ensure_ready()
+    first = fold(None, make_detection(1), grouping=Grouping("k", 3600), source="d:0", offset=1)
+    assert first is not None
+    index = store.indices.index_for("alerts", first.window_start)
+    documents = (
+        {
+            "_index": index,
+            "_id": f"a{n}",
+            "_source": alert_document(
+                first.model_copy(
+                    update={"id": f"a{n}", "severity": Severity.LOW if n % 2000 else Severity.HIGH}
+                )
+            ),
+        }
+        for n in range(10_001)
+    )
+    helpers.bulk(es, documents, chunk_size=2000, refresh="wait_for")
+    everything = store.search(AlertQuery(limit=5))
+    assert everything.total == 10_000 and not everything.total_exact
+    high = store.search(AlertQuery(severity=Severity.HIGH, limit=5))
+    assert high.total == 6 and high.total_exact

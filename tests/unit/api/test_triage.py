@@ -501,7 +501,7 @@ def test_the_openapi_document_describes_every_triage_route_and_model(api: Rig) -
 def test_an_empty_store_answers_an_empty_page() -> None:
     empty = Rig(InMemoryAlertStore())
     body = empty.client.get("/alerts", headers=auth("analyst")).json()
-    assert body == {"data": [], "total": 0, "next_cursor": None}
+    assert body == {"data": [], "total": 0, "total_exact": True, "next_cursor": None}
 
 
 def test_many_alerts_page_at_the_maximum_limit() -> None:
