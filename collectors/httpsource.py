@@ -249,7 +249,7 @@ def _kind(value: object) -> str:
     return "object" if isinstance(value, dict) else "null"
 
 
-def _media_type(content_type: str | None) -> str:
+def media_type(content_type: str | None) -> str:
     """The accepted media type of a Content-Type header; IngestError 415 for any other."""
     accepted = f"{JSON_TYPE}, {', '.join(sorted(LINES_TYPES))}"
     media, *params = (content_type or "").split(";")
@@ -268,7 +268,7 @@ def _media_type(content_type: str | None) -> str:
     return media
 
 
-def _is_gzip(content_encoding: str | None) -> bool:
+def is_gzip(content_encoding: str | None) -> bool:
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("gzip", "x-gzip"):
         return True
@@ -451,8 +451,8 @@ class HttpSource:
         name: str | None = None
         try:
             name = self._authenticate(request)
-            media = _media_type(request.headers.get("content-type"))
-            gzip = _is_gzip(request.headers.get("content-encoding"))
+            media = media_type(request.headers.get("content-type"))
+            gzip = is_gzip(request.headers.get("content-encoding"))
             body = await self._read_body(request)
             records = await anyio.to_thread.run_sync(self._records, body, media, gzip, name, peer)
         except IngestError as refused:

@@ -41,7 +41,15 @@ from starlette.requests import ClientDisconnect
 from api.deps import Ingester
 from api.routes.collectors import AgenciesDep, app_service
 from api.security import Principal
-from collectors.httpsource import IngestError, gunzip, parse_json, parse_lines
+from collectors.httpsource import (
+    JSON_TYPE,
+    IngestError,
+    gunzip,
+    is_gzip,
+    media_type,
+    parse_json,
+    parse_lines,
+)
 from detectors.enrich import AgencyRegistry
 from socpipe import __version__
 from socpipe.agencies import agency_topic
@@ -62,8 +70,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
-JSON_TYPE: Final = "application/json"
-LINES_TYPES: Final = frozenset({"application/x-ndjson", "application/jsonl"})
 # One Kafka message holds records up to about this many bytes of JSON: well below the raw
 # topic's 16 MiB, and what a detector takes in one go.
 MESSAGE_BYTES: Final = 4 * 1024 * 1024
@@ -204,8 +210,8 @@ async def ingest(
     limit = settings.api.max_body_bytes
     peer = request.client.host if request.client else None
     try:
-        media = _media_type(request.headers.get("content-type"))
-        gzip = _is_gzip(request.headers.get("content-encoding"))
+        media = media_type(request.headers.get("content-type"))
+        gzip = is_gzip(request.headers.get("content-encoding"))
         body = await _read_body(request, limit)
         records = await run_in_threadpool(
             _records, body, media, gzip, limit, user, agencies, peer, request.url.scheme
@@ -242,34 +248,6 @@ async def ingest(
         "detail": {"records": len(records), "messages": len(values)},
     }
     return IngestAccepted(accepted=len(records), topic=topic, ids=[records[0].id, records[-1].id])
-
-
-def _media_type(content_type: str | None) -> str:
-    """The accepted media type of a Content-Type; IngestError 415 for any other."""
-    accepted = f"{JSON_TYPE}, {', '.join(sorted(LINES_TYPES))}"
-    media, *params = (content_type or "").split(";")
-    media = media.strip().lower()
-    if media != JSON_TYPE and media not in LINES_TYPES:
-        raise IngestError(
-            415,
-            f"Content-Type {media or '(none)'} is not accepted; send one of {accepted}",
-            headers={"Accept-Post": accepted},
-        )
-    for param in params:
-        key, _, value = param.partition("=")
-        charset = value.strip().strip('"').lower()
-        if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
-            raise IngestError(415, f"charset {charset} is not accepted; JSON is sent as UTF-8")
-    return media
-
-
-def _is_gzip(content_encoding: str | None) -> bool:
-    encoding = (content_encoding or "identity").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        return True
-    if encoding != "identity":
-        raise IngestError(415, f"Content-Encoding {encoding} is not accepted; send gzip or none")
-    return False
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
