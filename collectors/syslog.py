@@ -93,6 +93,7 @@ ACCEPT_RETRY_S = 0.1
 _PRI = re.compile(rb"<([0-9]{1,3})>")
 _DIGITS = re.compile(rb"[0-9]*")
 _SPACE = 0x20
+_CR = 0x0D
 
 # The states of FrameDecoder.
 _START, _COUNT, _COUNTED, _LINE = range(4)
@@ -134,6 +135,9 @@ class FrameDecoder:
         self._length = 0
         self._remaining = 0
         self._problem: str | None = None
+        # _LINE: whether the last byte of the frame so far is a CR (dropped before a newline,
+        # as in the whole-line case), known even when the frame is longer than what is held.
+        self._ends_cr = False
 
     @property
     def buffered(self) -> int:
@@ -252,6 +256,8 @@ class FrameDecoder:
         if room > 0:
             head += data[pos : min(stop, pos + room)]
         self._length += stop - pos
+        if stop > pos:
+            self._ends_cr = data[stop - 1] == _CR
         if newline < 0:
             return stop
         frame = self._line_frame()
@@ -264,7 +270,7 @@ class FrameDecoder:
 
     def _line_frame(self) -> Frame | None:
         length = self._length
-        if length == len(self._head) and self._head.endswith(b"\r"):
+        if self._ends_cr and length > 0:
             length -= 1
         data = self._cut(length)
         problem = self._problem
@@ -295,6 +301,7 @@ class FrameDecoder:
         self._head = bytearray()
         self._length = self._remaining = 0
         self._problem = None
+        self._ends_cr = False
 
 
 def has_valid_pri(message: bytes) -> bool:

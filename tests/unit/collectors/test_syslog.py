@@ -698,6 +698,16 @@ def test_decoder_keeps_every_byte_of_well_formed_frames(
     assert all(f.problem is None for f in decoded)
 
 
+@pytest.mark.parametrize("cut", range(19))
+def test_a_long_line_s_carriage_return_is_dropped_wherever_the_read_ends(cut: int) -> None:
+    # Found by the property below: the CR before the newline of a line longer than the limit
+    # was counted in its length when the line came in more than one read.
+    stream = b"\r" + b"\x00" * 16 + b"\r\n"
+    (frame,) = decode(stream, 16, [cut])
+    assert frame.length == 17
+    assert frame.data == b"\r" + b"\x00" * 15
+
+
 @settings(deadline=None, max_examples=400)
 @given(
     stream=st.one_of(
