@@ -128,11 +128,12 @@ def _sysmon_process(fields: Fields, code: int) -> dict[str, Any]:
     found = first_text(get, "Image", "SourceImage", "Destination")
     if found is not None:
         set_executable(process, found)
-    found = get("CommandLine")
-    if found is not None and (found := text(found)) is not None:
+    # first_text, not get: ``found`` holds text here (mypyc checks it), a field may be a list.
+    found = first_text(get, "CommandLine")
+    if found is not None:
         set_command_line(process, found)
-    found = get("CurrentDirectory")
-    if found is not None and (found := text(found)) is not None:
+    found = first_text(get, "CurrentDirectory")
+    if found is not None:
         process["working_directory"] = found
     parent = _sysmon_parent(get) if not fields.keys().isdisjoint(_PARENT_KEYS) else None
     if parent:

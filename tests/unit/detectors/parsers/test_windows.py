@@ -1105,6 +1105,17 @@ def check(parser: WinlogEvtxParser | WinlogFlatParser, data: Any) -> None:
     assert stamp is None or stamp.utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize("name", ["CommandLine", "CurrentDirectory"])
+def test_a_sysmon_process_field_given_as_a_list_is_left_out(name: str) -> None:
+    # Found by the flat parser's property test: the compiled parser raised a TypeError.
+    event = {"EventID": 1, "SourceName": "Microsoft-Windows-Sysmon", "Image": "C:\\a.exe",
+             "Channel": "Microsoft-Windows-Sysmon/Operational", name: ["a", "b"]}  # fmt: skip
+    fragment = FLAT.parse(event, CONTEXT)
+    process = fragment["process"]
+    assert process["executable"] == "C:\\a.exe"
+    assert "command_line" not in process and "working_directory" not in process
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.fixed_dictionaries(
