@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from socpipe.records import Alert, Detection, HistoryEntry, stable_id
+from socpipe.records import Alert, AnomalyDetail, Detection, HistoryEntry, stable_id
 from socpipe.settings import AlertPolicy
 
 # An alert keeps a bounded sample of what made it: the count says how many there were.
@@ -98,6 +98,7 @@ def fold(
                 "last_seen": max(existing.last_seen, detection.timestamp),
                 "detection_ids": ids,
                 "events": events,
+                "anomaly": _most_anomalous(existing.anomaly, detection.anomaly),
                 "source_offset": {**existing.source_offset, source: offset},
             }
         )
@@ -117,6 +118,7 @@ def fold(
         entities=detection.entities,
         detection_ids=[detection.id],
         events=detection.events[:MAX_EVENTS],
+        anomaly=detection.anomaly,
         history=[
             HistoryEntry(
                 at=detection.timestamp,
@@ -127,3 +129,10 @@ def fold(
         ],
         source_offset={source: offset},
     )
+
+
+def _most_anomalous(kept: AnomalyDetail | None, new: AnomalyDetail | None) -> AnomalyDetail | None:
+    """The explanation an alert shows: its highest-scoring detection's."""
+    if kept is None or (new is not None and new.score > kept.score):
+        return new
+    return kept

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from alerting.templates import alert_template, audit_template, event_template
 from socpipe.settings import RetentionSettings
@@ -75,9 +75,18 @@ class Indices:
         """Put each family's index template (idempotent; new indices take the new version)."""
         for family in families:
             alias = self.alias(family)
-            self.client.indices.put_index_template(
-                name=alias, **FAMILIES[family].template(alias, self.replicas)
-            )
+            template = FAMILIES[family].template(alias, self.replicas)
+            self.client.indices.put_index_template(name=alias, **template)
+            # Indices already made (this month's alerts) take fields a newer version added: a
+            # strict mapping would refuse documents carrying them until the next period.
+            properties = template["template"]["mappings"].get("properties")
+            if properties:
+                try:
+                    self.client.indices.put_mapping(
+                        index=f"{alias}-*", properties=properties, allow_no_indices=True
+                    )
+                except BadRequestError as error:  # a field whose type changed: new indices only
+                    log.warning("indices of %s keep their mapping: %s", alias, error)
 
     def period_end(self, family: Family, index: str) -> datetime | None:
         """When the period of ``index`` ends; None for a name not of the family's shape."""

@@ -69,6 +69,11 @@ ALERT_PROPERTIES: dict[str, Any] = {
     "detection_ids": _KEYWORD,
     # Copies of the triggering events are shown, not searched: stored, not indexed.
     "events": {"type": "object", "enabled": False},
+    "anomaly": _obj(
+        score={"type": "float"},
+        threshold={"type": "float"},
+        features={"type": "object", "enabled": False},
+    ),
     "notes": _obj(at=_DATE, by=_KEYWORD, text={"type": "text"}),
     "history": _obj(
         at=_DATE, by=_KEYWORD, action=_KEYWORD, detail={"type": "object", "enabled": False}

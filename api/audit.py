@@ -81,8 +81,21 @@ class ElasticsearchAuditLog(AuditLog):
         self.client = client
         self.indices = indices
         self.alias = indices.alias("audit")
+        self._template_put = False
+
+    def _ensure_template(self) -> None:
+        """Put the audit template before the first entry: an index made without it would have
+        no alias (so no search finds it) and guessed field types. The API may be the first
+        process to write there (the alert worker puts every template, but may start later)."""
+        if not self._template_put:
+            self.indices.ensure_templates(["audit"])
+            self._template_put = True
 
     def record(self, entry: dict[str, Any]) -> None:
+        try:
+            self._ensure_template()
+        except (ApiError, TransportError) as error:  # the write below reports it
+            log.warning("audit template not put: %s", error)
         index = self.indices.index_for("audit", datetime.fromisoformat(entry["@timestamp"]))
         entry_id = entry["event"].setdefault("id", uuid.uuid4().hex)
         for attempt in (1, 2):

@@ -351,7 +351,12 @@ class Entities(_Part):
 
 
 class AnomalyDetail(_Part):
-    """For anomaly detections: the score, the threshold and what drove it."""
+    """For anomaly detections: the score, the threshold and what drove it.
+
+    Each feature is ``{"feature": name, "value": v, "low": l, "high": h, "weight": w}``: the
+    entity's value in the window, the usual range of the training baseline (low to high), and
+    its share of the score; the console puts them in words ("failed logons 45, usual 0–2").
+    """
 
     score: float
     threshold: float
@@ -425,6 +430,8 @@ class Alert(Record):
     entities: Entities
     detection_ids: list[str] = Field(default_factory=list)
     events: list[dict[str, Any]] = Field(default_factory=list)
+    # For the anomaly detector's alerts: the most anomalous of its detections' explanations.
+    anomaly: AnomalyDetail | None = None
     notes: list[Note] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     # Where the last detection folded in came from: detections of one alert share a key and so

@@ -42,6 +42,7 @@ from api.triage import TriageChange, Verdict, cases_of, closing_problem, status_
 from socpipe.records import (
     Alert,
     AlertStatus,
+    AnomalyDetail,
     DetectorRef,
     Entities,
     HistoryEntry,
@@ -80,6 +81,8 @@ class AlertPublic(BaseModel):
     verdict: str | None = None
     cases: list[str] = []
     events: list[dict[str, Any]] = []
+    # The anomaly detector's alerts: score, threshold and the features that drove the score.
+    anomaly: AnomalyDetail | None = None
     notes: list[Note] = []
     history: list[HistoryEntry] = []
 
@@ -101,6 +104,7 @@ class AlertPublic(BaseModel):
             verdict=alert.verdict,
             cases=cases_of(alert),
             events=alert.events if with_events else [],
+            anomaly=alert.anomaly,
             notes=alert.notes if with_events else [],
             history=alert.history if with_events else [],
         )

@@ -16,6 +16,7 @@ from elasticsearch import Elasticsearch
 from alerting.indices import Indices
 from alerting.store import AlertQuery, ElasticsearchAlertStore, SourcedDetection
 from alerting.worker import AlertIndexer, EventIndexer
+from api.audit import AuditQuery, ElasticsearchAuditLog
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.elastic import make_elasticsearch
 from socpipe.kafka import ensure_topics, make_consumer, make_producer
@@ -273,3 +274,24 @@ def test_past_ten_thousand_matches_the_total_is_a_floor(
     assert everything.total == 10_000 and not everything.total_exact
     high = store.search(AlertQuery(severity=Severity.HIGH, limit=5))
     assert high.total == 6 and high.total_exact
+
+
+def test_the_api_s_audit_trail_puts_its_template_before_its_first_entry(
+    es: Elasticsearch, pipeline_settings: Settings
+) -> None:
+    # No template yet (the alert worker, which puts them all, has not started).
+    prefix = pipeline_settings.elasticsearch.index_prefix
+    audit = ElasticsearchAuditLog(es, Indices(es, prefix))
+    now = datetime.now(UTC)
+    entry = {
+        "@timestamp": now.isoformat(),
+        "event": {"kind": "event", "action": "update_alert", "outcome": "success"},
+        "user": {"name": "lan.nguyễn"},
+    }
+    audit.record(entry)
+    es.indices.refresh(index=f"{prefix}-audit-*")
+    (found,) = audit.search(AuditQuery(action="update_alert"))
+    assert found["user"]["name"] == "lan.nguyễn"
+    index = Indices(es, prefix).index_for("audit", now)
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]
+    assert mapping["dynamic"] == "strict"  # the template's, not guessed from the first entry
