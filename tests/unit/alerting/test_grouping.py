@@ -12,7 +12,7 @@ from alerting.grouping import (
     window_start,
 )
 from alerting.store import AlertQuery, InMemoryAlertStore, SourcedDetection
-from socpipe.records import AlertStatus, stable_id
+from socpipe.records import AlertStatus, AnomalyDetail, Detection, stable_id
 from socpipe.settings import AlertPolicy
 from tests.support.factories import BASE_TIME, make_detection
 
@@ -90,6 +90,23 @@ def test_fold_returns_none_for_a_replayed_offset() -> None:
     assert first is not None
     assert fold(first, make_detection(2), grouping=GROUPING, source="s:0", offset=5) is None
     assert fold(first, make_detection(2), grouping=GROUPING, source="s:0", offset=6) is not None
+
+
+def test_an_anomaly_alert_shows_its_most_anomalous_detection_s_explanation() -> None:
+    def scored(n: int, score: float) -> Detection:
+        features = [{"feature": "authentication.failure", "value": n, "low": 0, "high": 2}]
+        detail = AnomalyDetail(score=score, threshold=0.5, features=features)
+        return make_detection(n).model_copy(update={"anomaly": detail})
+
+    alert = fold(None, scored(1, 0.6), grouping=GROUPING, source="s:0", offset=1)
+    for n, score in ((2, 0.9), (3, 0.7)):
+        assert alert is not None
+        alert = fold(alert, scored(n, score), grouping=GROUPING, source="s:0", offset=n)
+    assert alert is not None and alert.anomaly is not None
+    assert (alert.anomaly.score, alert.anomaly.features[0]["value"]) == (0.9, 2)
+    # A rule's detection folded into it keeps the explanation it has.
+    alert = fold(alert, make_detection(4), grouping=GROUPING, source="s:0", offset=4)
+    assert alert is not None and alert.anomaly is not None and alert.anomaly.score == 0.9
 
 
 def test_in_memory_search_filters_and_scopes() -> None:
