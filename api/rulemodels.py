@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.backtest import Scan
 from api.rulecheck import MAX_YAML_BYTES, RuleProblem
-from api.rulestore import RuleKind, RuleVersion
+from api.rulestore import RULE_ID_PATTERN, RuleKind, RuleMeta, RuleVersion
 
 
 class FieldError(BaseModel):
@@ -302,6 +302,59 @@ class RuleSetPublished(BaseModel):
     publisher: str
 
 
+class RuleValidateIn(BaseModel):
+    """A rule's YAML to check without saving it, and what it is to be saved as."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str = Field(min_length=1, max_length=MAX_YAML_BYTES)
+    rule_id: str | None = Field(
+        default=None,
+        pattern=RULE_ID_PATTERN,
+        description="check it as a new version of this rule (PUT /rules/{id}): its id must be this",
+    )
+    new: bool = Field(
+        default=False,
+        strict=True,  # true or false, not 0 or "yes"
+        description="check it as a new rule (POST /rules): its id must not exist",
+    )
+
+
+class RuleOutline(BaseModel):
+    """What a checked YAML says of its rule (it is not saved: no version, author, date)."""
+
+    id: str
+    title: str
+    kind: RuleKind
+    name: str | None
+    description: str | None
+    level: str | None
+    status: str | None
+    logsource: dict[str, str]
+    tags: list[str]
+    tactics: list[str]
+    techniques: list[str]
+    references: list[str]  # a correlation's rules
+    targets: list[str]  # a filter's rules ("*": every rule of its log source)
+    agencies: list[str]  # the agencies a filter is confined to
+
+    @classmethod
+    def of(cls, meta: RuleMeta) -> RuleOutline:
+        """The outline of a parsed rule."""
+        return cls(id=meta.rule_id, **meta.model_dump(exclude={"rule_id"}))
+
+
+class RuleValidation(BaseModel):
+    """A rule's YAML checked as saving checks it: ``valid`` when it has no error; its errors
+    (``problems``) and ``warnings``, each with its line when known; and what it says of the
+    rule once it parses (null when it does not)."""
+
+    valid: bool
+    problems: list[RuleProblem]
+    warnings: list[RuleProblem]
+    rule: RuleOutline | None
+
+
 __all__ = [
     "AgencyTally",
     "BacktestPublic",
@@ -312,6 +365,7 @@ __all__ = [
     "RuleChange",
     "RuleFlagIn",
     "RuleIn",
+    "RuleOutline",
     "RuleProblems",
     "RulePublic",
     "RuleSetPublished",
@@ -321,6 +375,8 @@ __all__ = [
     "RuleTestResult",
     "RuleTestUnsavedIn",
     "RuleTestsPublic",
+    "RuleValidateIn",
+    "RuleValidation",
     "RuleVersionPublic",
     "RuleVersionSummary",
     "RulesPublic",

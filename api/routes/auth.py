@@ -12,11 +12,11 @@ from typing import Any, Literal
 import httpx
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentUser, UsersDep
 from api.security import Principal, TokenIssuer, principal_of
-from socpipe.settings import OidcSettings, Role
+from socpipe.settings import Language, OidcSettings, Role
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -52,12 +52,21 @@ class TokenPair(BaseModel):
 
 
 class Me(BaseModel):
-    """The caller as the server sees it."""
+    """The caller as the server sees it; ``language`` is a local user's chosen one (None for
+    API keys and single sign-on users, whose console remembers it in the browser)."""
 
     name: str
     role: Role
     agency: str | None
     method: str
+    language: Language | None = None
+
+
+class MePatch(BaseModel):
+    """What a user may change about themselves."""
+
+    model_config = ConfigDict(extra="forbid")
+    language: Language
 
 
 class SignInLimiter:
@@ -215,12 +224,42 @@ def sign_in_oidc(body: OidcSignIn, request: Request) -> TokenPair:
     return _pair(request, principal)
 
 
-@router.get("/me", response_model=Me)
-def me(principal: CurrentUser) -> Me:
-    """Who the credential belongs to."""
+def _me(principal: Principal, language: Language | None) -> Me:
     return Me(
-        name=principal.name, role=principal.role, agency=principal.agency, method=principal.method
+        name=principal.name,
+        role=principal.role,
+        agency=principal.agency,
+        method=principal.method,
+        language=language,
     )
+
+
+@router.get("/me", response_model=Me)
+def me(principal: CurrentUser, users: UsersDep) -> Me:
+    """Who the credential belongs to, and a local user's language."""
+    user = users.get(principal.name) if principal.method == "password" else None
+    return _me(principal, user.language if user is not None else None)
+
+
+@router.patch(
+    "/me",
+    response_model=Me,
+    responses={409: {"description": "the credential has no user record here (API key, OIDC)"}},
+)
+def update_me(body: MePatch, principal: CurrentUser, users: UsersDep, request: Request) -> Me:
+    """Remember a local user's language for the console."""
+    request.state.audit = {
+        "target_type": "user",
+        "target_id": principal.name,
+        "detail": {"language": body.language},
+    }
+    if principal.method != "password" or users.get(principal.name) is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="only local users have a record to keep a language in; the console keeps it",
+        )
+    user = users.update(principal.name, language=body.language)
+    return _me(principal, user.language)
 
 
 __all__ = ["OidcVerifier", "SignInLimiter", "router"]

@@ -7,9 +7,14 @@ listing each problem with its line. A change takes effect when the set is publis
 (``POST /rules/publish``), not before: publishing is deliberate, after a rule's tests and
 backtest, and one publish carries several edits (a rule and its exception) at once.
 
-Permissions: reading, and ``POST .../test`` (it changes nothing and runs a few events), need
-``rules:read`` (analysts, rule authors, admins); changing, backtesting (it reads up to
-``api.backtest.EVENT_CAP`` events) and publishing need ``rules:write`` (rule authors, admins).
+A rule's YAML can be checked without saving it (``POST /rules/validate``): the same checks as
+saving, answered 200 with ``valid``, the errors and the warnings, each with its line, so that an
+editor can check as one types.
+
+Permissions: reading, ``POST /rules/validate`` and ``POST .../test`` (they change nothing; a test
+runs a few events) need ``rules:read`` (analysts, rule authors, admins); changing, backtesting
+(it reads up to ``api.backtest.EVENT_CAP`` events) and publishing need ``rules:write`` (rule
+authors, admins).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from kafka.errors import KafkaError
 
 from api.backtest import EVENT_CAP
 from api.deps import RulesReader, RulesWriter
-from api.rulecheck import RuleProblem, write_ruleset
+from api.rulecheck import RuleProblem, RuleWorkspace, context_of, write_ruleset
 from api.ruledeps import EventsDep, NormalizerDep, PublisherDep, RuleStoreDep, SettingsDep
 from api.rulemodels import (
     BacktestPublic,
@@ -34,6 +39,7 @@ from api.rulemodels import (
     RuleChange,
     RuleFlagIn,
     RuleIn,
+    RuleOutline,
     RuleProblems,
     RulePublic,
     RuleSetPublished,
@@ -42,13 +48,17 @@ from api.rulemodels import (
     RuleTestIn,
     RuleTestsPublic,
     RuleTestUnsavedIn,
+    RuleValidateIn,
+    RuleValidation,
     RuleVersionPublic,
 )
-from api.rulestore import RULE_ID_PATTERN, RuleKind, RuleQuery
+from api.rulestore import RULE_ID_PATTERN, RuleKind, RuleMeta, RuleQuery
 from api.rulework import (
     audit,
+    checked,
     flag,
     found,
+    parsed,
     preview,
     public,
     rejected,
@@ -79,6 +89,17 @@ def _set_problem(message: str) -> RuleProblem:
         return RuleProblem(message=message)
     line = int(found["line"]) if found["line"] else None
     return RuleProblem(line=line, message=found["text"], rule_id=found["id"])
+
+
+def _problems_of(refusal: HTTPException) -> list[RuleProblem]:
+    """The problems of a rule's 422 (``api.rulework.rejected``)."""
+    detail = refusal.detail if isinstance(refusal.detail, list) else [refusal.detail]
+    return [
+        RuleProblem.model_validate(item)
+        if isinstance(item, dict)
+        else RuleProblem(message=str(item))
+        for item in detail
+    ]
 
 
 @router.get("", response_model=RulesPublic)
@@ -113,6 +134,52 @@ def create_rule(
     version, warnings = save(store, settings, body.yaml, body.comment, user, new=True)
     audit(request, "rule", version.rule_id, version=version.version, comment=body.comment)
     return RuleChange(rule=public(store, version), warnings=warnings)
+
+
+@router.post("/validate", response_model=RuleValidation)
+def validate_rule(
+    body: RuleValidateIn, store: RuleStoreDep, settings: SettingsDep, _user: RulesReader
+) -> RuleValidation:
+    """Check a rule's YAML as ``POST /rules`` and ``PUT /rules/{id}`` do (parse, then load and
+    compile with the rules it needs), without saving it: 200 with its errors and warnings, each
+    with its line; a 422 only for a request outside the schema."""
+    meta: RuleMeta | None = None
+    with RuleWorkspace(settings.detector.placeholders) as workspace:
+        try:
+            meta = parsed(workspace, body.yaml, body.rule_id)
+            workspace.add(context_of(meta, store, filters=False), meta.rule_id)
+            warnings = checked(workspace)
+        except HTTPException as refusal:  # api.rulework.rejected: the rule's errors
+            if refusal.status_code != status.HTTP_422_UNPROCESSABLE_CONTENT:
+                raise
+            outline = RuleOutline.of(meta) if meta is not None else None
+            return RuleValidation(
+                valid=False, problems=_problems_of(refusal), warnings=[], rule=outline
+            )
+        warnings += _disabled_references(meta, workspace)
+    problems = []
+    if body.new and store.get(meta.rule_id) is not None:  # POST /rules would answer 409
+        message = f"a rule with the id {meta.rule_id} exists: change that one, or give a new id"
+        problems.append(RuleProblem(line=workspace.keys.get(("id",)), message=message))
+    return RuleValidation(
+        valid=not problems, problems=problems, warnings=warnings, rule=RuleOutline.of(meta)
+    )
+
+
+def _disabled_references(meta: RuleMeta, workspace: RuleWorkspace) -> list[RuleProblem]:
+    """The warnings saving gives a correlation (``api.rulework.save``) that counts a disabled
+    rule: the rule set will not load until that rule is enabled."""
+    if meta.kind != "correlation":
+        return []
+    return [
+        RuleProblem(
+            message=f"it counts {version.kind} {version.rule_id}, which is disabled: the rule "
+            "set will not load (publish refuses it) until that is enabled",
+            severity="warning",
+        )
+        for version in workspace.versions
+        if not version.enabled and version.kind != "filter"
+    ]
 
 
 @router.post("/test", response_model=RuleTestsPublic, responses=_INVALID)

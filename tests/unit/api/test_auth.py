@@ -83,6 +83,7 @@ def test_sign_in_gives_tokens_that_open_the_api_and_refresh() -> None:
         "role": "analyst",
         "agency": None,
         "method": "password",
+        "language": "vi",
     }
     # A refresh token is not an access token.
     refused = client.get("/alerts", headers={"Authorization": f"Bearer {tokens['refresh_token']}"})
@@ -91,6 +92,30 @@ def test_sign_in_gives_tokens_that_open_the_api_and_refresh() -> None:
     assert renewed.status_code == 200 and renewed.json()["access_token"] != tokens["access_token"]
     (entry, *_) = audit.search(AuditQuery(action="refresh"))
     assert entry["user"]["name"] == "lan.nguyen" and entry["event"]["outcome"] == "success"
+
+
+def test_a_local_user_s_language_is_kept_and_others_are_told_so() -> None:
+    client, users, audit = _app()
+    bearer = {"Authorization": f"Bearer {_sign_in(client).json()['access_token']}"}
+    changed = client.patch("/auth/me", json={"language": "en"}, headers=bearer)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["language"] == "en"
+    assert users.get("lan.nguyen").language == "en"  # kept in the user's record
+    assert client.get("/auth/me", headers=bearer).json()["language"] == "en"
+    (entry,) = audit.search(AuditQuery(action="update_me"))
+    assert entry["detail"] == {"language": "en"}
+    # Only the two languages of the console, and nothing else about oneself.
+    for body in ({"language": "fr"}, {"language": "en", "role": "soc_admin"}, {}):
+        assert client.patch("/auth/me", json=body, headers=bearer).status_code == 422
+    # An API key has no record to keep it in.
+    key = client.patch(
+        "/auth/me", json={"language": "en"}, headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert key.status_code == 409 and "console keeps it" in key.json()["detail"]
+    assert (
+        client.get("/auth/me", headers={"Authorization": f"Bearer {KEY}"}).json()["language"]
+        is None
+    )
 
 
 def test_a_wrong_password_is_refused_and_recorded() -> None:
@@ -212,7 +237,13 @@ def test_oidc_sign_in_maps_the_providers_claims(idp: Issuer) -> None:
     assert answer.status_code == 200, answer.text
     access = answer.json()["access_token"]
     me = client.get("/auth/me", headers={"Authorization": f"Bearer {access}"}).json()
-    assert me == {"name": "hoa.le", "role": "analyst", "agency": None, "method": "oidc"}
+    assert me == {
+        "name": "hoa.le",
+        "role": "analyst",
+        "agency": None,
+        "method": "oidc",
+        "language": None,
+    }
     viewer = idp.token(roles=["phuong-viewers"], agency="phuong-phuc-xa")
     scoped = client.post("/auth/oidc", json={"id_token": viewer}).json()
     assert scoped["role"] == "agency_viewer" and scoped["agency"] == "phuong-phuc-xa"

@@ -221,6 +221,105 @@ def test_validation_errors_come_with_their_line(
     assert client.get(f"/rules/{SSH_FAILURE}", headers=auth(AUTHOR)).json()["version"] == 1
 
 
+def test_validate_checks_a_rule_without_saving_it(client: TestClient) -> None:
+    answer = client.post("/rules/validate", headers=auth(ANALYST), json={"yaml": NEW_RULE})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["valid"] is True and body["problems"] == []
+    rule = body["rule"]
+    assert (rule["id"], rule["kind"], rule["level"]) == (NEW_ID, "rule", "high")
+    assert rule["logsource"] == {"product": "linux", "service": "sudo"}
+    assert rule["tactics"] == ["privilege_escalation"] and rule["techniques"] == ["T1548.003"]
+    assert client.get(f"/rules/{NEW_ID}", headers=auth(ANALYST)).status_code == 404  # not saved
+    aws = NEW_RULE.replace("product: linux\n  service: sudo", "product: aws\n  service: cloudtrail")
+    warned = client.post("/rules/validate", headers=auth(AUTHOR), json={"yaml": aws}).json()
+    assert warned["valid"] is True
+    assert any("no socpipe events" in w["message"] for w in warned["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "words", "parses"),
+    [
+        (("condition: selection", "condition: selection or missing"), 10, "'missing'", True),
+        (("user.name: www-data", "user.name|containz: www-data"), 9, "containz", True),
+        (("level: high", "level: [high"), 12, "invalid YAML", False),  # said on the next line
+        (("user.name: www-data", "user.name: www-data: x"), 9, "invalid YAML", False),
+        (("title: Sudo", "title: Sudo\ntitle: again\n#"), 2, "duplicate key", False),
+        ((f"id: {NEW_ID}", "id: &x 7"), 2, "aliases", False),
+    ],
+)
+def test_validate_gives_each_error_with_its_line(
+    client: TestClient, change: tuple[str, str], line: int, words: str, parses: bool
+) -> None:
+    assert change[0] in NEW_RULE
+    broken = NEW_RULE.replace(change[0], change[1], 1)
+    answer = client.post("/rules/validate", headers=auth(ANALYST), json={"yaml": broken})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["valid"] is False
+    assert any(p["line"] == line and words in p["message"] for p in body["problems"]), body
+    assert all(p["severity"] == "error" for p in body["problems"])
+    # What the YAML says of the rule, once it parses (it does not compile).
+    assert (body["rule"] is not None) is parses
+    if parses:
+        assert body["rule"]["id"] == NEW_ID
+
+
+def test_validate_as_a_rule_to_save(client: TestClient) -> None:
+    source = client.get(f"/rules/{SSH_FAILURE}", headers=auth(ANALYST)).json()["yaml"]
+
+    def check(**body: Any) -> dict[str, Any]:
+        answer = client.post("/rules/validate", headers=auth(ANALYST), json=body)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    assert check(yaml=source, rule_id=SSH_FAILURE)["valid"] is True
+    other = check(yaml=NEW_RULE, rule_id=SSH_FAILURE)  # PUT /rules/{id} would refuse it
+    assert not other["valid"] and other["problems"][0]["line"] == 2
+    assert "is not the rule's" in other["problems"][0]["message"]
+    taken = check(yaml=source, new=True)  # POST /rules would answer 409
+    assert not taken["valid"] and taken["problems"][0]["line"] == 2
+    assert "exists" in taken["problems"][0]["message"]
+    assert check(yaml=NEW_RULE, new=True)["valid"] is True
+    # A correlation is checked with the rules it counts, as saving checks it.
+    client.post(f"/rules/{SSH_FAILURE}/disable", headers=auth(AUTHOR))
+    correlation = client.get(f"/rules/{SSH_BRUTE_FORCE}", headers=auth(ANALYST)).json()["yaml"]
+    warned = check(yaml=correlation)
+    assert warned["valid"] and warned["rule"]["kind"] == "correlation"
+    assert any(
+        SSH_FAILURE in w["message"] and "disabled" in w["message"] for w in warned["warnings"]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"yaml": ""},
+        {"yaml": "x" * (256 * 1024 + 1)},
+        {"yaml": NEW_RULE, "unknown": 1},
+        {"yaml": NEW_RULE, "rule_id": "../etc"},
+        {"yaml": NEW_RULE, "new": 0},
+        {},
+    ],
+)
+def test_validate_refuses_a_request_outside_its_schema(
+    client: TestClient, body: dict[str, Any]
+) -> None:
+    answer = client.post("/rules/validate", headers=auth(ANALYST), json=body)
+    assert answer.status_code == 422, answer.text
+
+
+def test_validate_is_for_rule_readers(client: TestClient) -> None:
+    for token in (VIEWER, COLLECTOR):
+        answer = client.post("/rules/validate", headers=auth(token), json={"yaml": NEW_RULE})
+        assert answer.status_code == 403
+    assert client.post("/rules/validate", json={"yaml": NEW_RULE}).status_code == 401
+    for token in (ANALYST, AUTHOR, ADMIN):
+        answer = client.post("/rules/validate", headers=auth(token), json={"yaml": NEW_RULE})
+        assert answer.status_code == 200
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -471,7 +570,7 @@ def test_openapi_describes_the_rule_routes(client: TestClient) -> None:
     paths = spec["paths"]
     for path in ("/rules", "/rules/{rule_id}", "/rules/{rule_id}/versions/{number}",
                  "/rules/{rule_id}/test", "/rules/{rule_id}/preview", "/rules/publish",
-                 "/rules/test", "/rules/preview"):  # fmt: skip
+                 "/rules/test", "/rules/preview", "/rules/validate"):  # fmt: skip
         assert path in paths
     put = paths["/rules/{rule_id}"]["put"]
     assert put["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
