@@ -5,7 +5,8 @@ Starts the local services, creates the topics, installs the SigmaHQ rules from t
 into the state directory, starts each stage as its own process (a collector per agency, a
 detector running the Sigma engine, the correlator, the alerting worker and the API), replays
 sshd lines and recorded Windows attacks (OTRF) into the agencies' log files at a steady rate
-with current timestamps, and prints the console's URL and an API token. Without the shared
+with current timestamps, and prints the console's URL, a user to sign in with (admin) and an
+API token. Without the shared
 data, generated sshd lines and socpipe's own rules only. Ctrl-C stops the stages; the services
 stay up for the next run (`socpipe services down` stops them).
 """
@@ -29,6 +30,7 @@ import yaml
 from rich.console import Console
 
 from socpipe.agencies import generate_password, provision_agency
+from socpipe.elastic import make_elasticsearch
 from socpipe.kafka import ensure_topics
 from socpipe.localservices import LocalServices
 from socpipe.samples import (
@@ -40,7 +42,7 @@ from socpipe.samples import (
     shared_data_dir,
     sshd_lines,
 )
-from socpipe.settings import KafkaSettings, Settings, read_secret_file
+from socpipe.settings import KafkaSettings, Role, Settings, read_secret_file
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ WINDOWS_AGENCY = DemoAgency(
 )
 # OTRF lines kept per recording: every attack appears within the first minutes of the feed.
 _OTRF_PER_DATASET = 2_000
+# The console's user (a soc_admin), made by the demo with a password of its own.
+DEMO_USER = "admin"
 
 
 class DemoRun:
@@ -98,6 +102,7 @@ class DemoRun:
             self._start_stages(config, credentials)
             url = f"http://{self.settings.api.host}:{self.settings.api.port}/"
             self._wait_for_api(url)
+            admin_password = self._ensure_console_user()
             source = loghub_openssh() or "generated sshd lines (no ../shared/data here)"
             feeder = threading.Thread(target=self._feed, args=(rate,), daemon=True)
             feeder.start()
@@ -111,7 +116,11 @@ class DemoRun:
                     else "."
                 )
             )
-            say(f"  console:   [bold]{url}[/]  (sign in with the token below)")
+            say(f"  console:   [bold]{url}[/]")
+            say(
+                f"  sign in:   {DEMO_USER} / {admin_password}   (a soc_admin; the password is "
+                f"also in {self.dir / 'console-password'})"
+            )
             say(f"  API token: {token}   (also in {self.dir / 'api-token'})")
             say(f"  try:       curl -H 'Authorization: Bearer {token}' {url}alerts")
             say(f"  stage logs in {self.dir / 'logs'}; Ctrl-C stops the demo.\n")
@@ -175,6 +184,31 @@ class DemoRun:
         config.write_text(yaml.safe_dump(base, allow_unicode=True, sort_keys=False))
         config.chmod(0o600)
         return config
+
+    def _ensure_console_user(self) -> str:
+        """The console's sign-in: a local soc_admin user, its password kept (0600) in the demo
+        folder so that it stays the same from one run to the next."""
+        from api.users import ElasticsearchUserStore
+
+        password_file = self.dir / "console-password"
+        if password_file.exists():
+            password = read_secret_file(password_file, "demo console password")
+        else:
+            password = generate_password()
+            password_file.write_text(password + "\n", encoding="utf-8")
+            password_file.chmod(0o600)
+        es = self.settings.elasticsearch.model_copy(update={"hosts": [self.services.es_url]})
+        client = make_elasticsearch(es)
+        try:
+            users = ElasticsearchUserStore(client, es.index_prefix)
+            users.ensure_ready()
+            if users.get(DEMO_USER) is None:
+                users.add(DEMO_USER, password, Role.SOC_ADMIN)
+            else:
+                users.set_password(DEMO_USER, password)
+        finally:
+            client.close()
+        return password
 
     def _spawn(self, name: str, args: list[str], config: Path, env: dict[str, str]) -> None:
         log_file = (self.dir / "logs" / f"{name}.log").open("ab")

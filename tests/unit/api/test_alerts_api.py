@@ -99,7 +99,11 @@ def test_openapi_describes_the_alert_routes(client: TestClient) -> None:
 def test_console_page_is_served(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
-    assert "Cảnh báo" in page.text
+    assert '<script type="module" src="js/app.js">' in page.text
+    module = client.get("/js/app.js")
+    assert module.status_code == 200
+    assert module.headers["content-type"].startswith("text/javascript")
+    assert "default-src 'self'" in module.headers["content-security-policy"]
 
 
 class _AwayStore(InMemoryAlertStore):
