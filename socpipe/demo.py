@@ -31,6 +31,7 @@ from rich.console import Console
 
 from socpipe.agencies import generate_password, provision_agency
 from socpipe.elastic import make_elasticsearch
+from socpipe.errors import ServiceError
 from socpipe.kafka import ensure_topics
 from socpipe.localservices import LocalServices
 from socpipe.samples import (
@@ -94,8 +95,10 @@ class DemoRun:
         token = secrets.token_urlsafe(24)
         rules = self._install_rules(say)
         config = self._write_config(token, rules)
-        soc_kafka = Settings.model_validate(yaml.safe_load(config.read_text())).kafka
+        demo_settings = Settings.model_validate(yaml.safe_load(config.read_text()))
+        soc_kafka = demo_settings.kafka
         ensure_topics(soc_kafka)
+        self._publish_rules(demo_settings, rules, say)
         credentials = self._provision_agencies(soc_kafka, say)
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
@@ -152,6 +155,23 @@ class DemoRun:
             )
             rules.append(target)
         return rules
+
+    def _publish_rules(
+        self, settings: Settings, rules: list[Path], say: Callable[[str], object]
+    ) -> None:
+        """Make the demo's rules the set in force on soc.rules: detectors take a published set
+        over their configured one, and one left there by earlier work on this machine (a test,
+        a rule author's publish) would otherwise judge the demo's events."""
+        publishing = importlib.import_module("detectors.sigma.publish")
+        result = publishing.publish(rules, settings)
+        if not result.published:
+            raise ServiceError(
+                "the demo's rules do not pass the detectors' check: " + "; ".join(result.errors[:5])
+            )
+        say(
+            f"[cyan]•[/] rule set {result.bundle.version} in force: {result.report.compiled:,} "
+            "rules (socpipe rules status)"
+        )
 
     def _write_config(self, token: str, rules: list[Path]) -> Path:
         for sub in ("logs", "spool", "checkpoints"):

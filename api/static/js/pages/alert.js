@@ -207,7 +207,10 @@ function eventView(event, open) {
     original ? [h("div", { class: "muted" }, t("alert.original")), h("pre", { class: "original" }, original)] : null,
     h("details", { open },
       h("summary", {}, t("alert.fields")),
-      h("div", { class: "ecs-groups" }, ordered.map((group) => h("div", { class: "ecs-group" },
+      h("div", { class: "ecs-groups" }, ordered.map((group) => h("div", {
+        // A big group (a Windows event's data) takes the whole width, its names long.
+        class: ["ecs-group", groups.get(group).length > 8 ? "wide" : ""],
+      },
         h("h4", {}, group),
         h("dl", { class: "pairs" }, groups.get(group).map(([name, value]) =>
           [h("dt", { class: "mono" }, name.slice(group.length + 1) || name), h("dd", { class: "mono" }, value)])))))));
