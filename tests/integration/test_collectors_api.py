@@ -32,6 +32,7 @@ from socpipe.kafka import ensure_topics, make_admin, make_consumer, make_produce
 from socpipe.localservices import LocalServices
 from socpipe.records import HEARTBEAT_KIND, KIND_HEADER, RawBatch
 from socpipe.settings import ApiSettings, ApiToken, KafkaSettings, Role, Settings, load_settings
+from tests.support.factories import collector_heartbeat
 from tests.support.services import Endpoints
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.kafka]
@@ -86,32 +87,24 @@ def api(pipeline_settings: Settings) -> Iterator[TestClient]:
 
 
 def beat(agency: str, collector: str, at: datetime, sent: int, **extra: Any) -> bytes:
+    source = {
+        "name": "file:/var/log/auth.log",
+        "read": sent,
+        "sent": sent,
+        "last_error": "không đọc được /var/log/secure: Permission denied",
+        "last_error_at": at.isoformat(),
+    }
     return orjson.dumps(
-        {
-            "v": 1,
-            "kind": "collector",
-            "time": at.isoformat(),
-            "started": (at - timedelta(seconds=5)).isoformat(),
-            "interval_s": 30,
-            "agency": {"id": agency, "tier": "province"},
-            "collector": {"id": collector, "version": "0.9.1"},
-            "host": f"{collector}.tinh-mau.local",
-            "topic": f"soc.raw.{agency}",
-            "stopping": False,
-            "kafka": {"state": "up"},
-            "spool": {"bytes": 2048, "entries": 1, "max_bytes": 1 << 30},
-            "queued_bytes": 0,
-            "sources": [
-                {
-                    "name": "file:/var/log/auth.log",
-                    "read": sent,
-                    "sent": sent,
-                    "last_error": "không đọc được /var/log/secure: Permission denied",
-                    "last_error_at": at.isoformat(),
-                }
-            ],
+        collector_heartbeat(
+            agency,
+            collector,
+            at,
+            started=at - timedelta(seconds=5),
+            sources=[source],
+            host=f"{collector}.tinh-mau.local",
             **extra,
-        }
+        )
+        | {"spool": {"bytes": 2048, "entries": 1, "max_bytes": 1 << 30}}
     )
 
 

@@ -70,6 +70,7 @@ from socpipe.records import (
     stable_id,
 )
 from socpipe.settings import Role, Settings, Tier, load_settings
+from tests.support.factories import collector_heartbeat
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules" / "socpipe"
@@ -202,24 +203,18 @@ HOURS = 6
 
 
 def _heartbeat(agency: str, collector: str, at: datetime, started: datetime, sent: int) -> bytes:
-    tier = dict(AGENCIES)[agency].value
+    source = {"name": "file:/var/log/auth.log", "read": sent, "sent": sent}
     return orjson.dumps(
-        {
-            "v": 1,
-            "kind": "collector",
-            "time": at.isoformat(),
-            "started": started.isoformat(),
-            "interval_s": BEAT_S,
-            "agency": {"id": agency, "tier": tier},
-            "collector": {"id": collector, "version": "0.9.1"},
-            "host": f"{collector}.{agency}.gov.vn",
-            "topic": f"soc.raw.{agency}",
-            "stopping": False,
-            "kafka": {"state": "up"},
-            "spool": {"bytes": 0, "entries": 0, "max_bytes": 1 << 30},
-            "queued_bytes": 0,
-            "sources": [{"name": "file:/var/log/auth.log", "read": sent, "sent": sent}],
-        }
+        collector_heartbeat(
+            agency,
+            collector,
+            at,
+            started=started,
+            sources=[source],
+            tier=dict(AGENCIES)[agency].value,
+            interval_s=BEAT_S,
+            host=f"{collector}.{agency}.gov.vn",
+        )
     )
 
 

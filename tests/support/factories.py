@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from socpipe.records import Detection, DetectorRef, Entities, RuleRef, Severity, stable_id
 from socpipe.settings import Tier
@@ -44,3 +45,35 @@ def make_detection(
         event_ids=[f"event-{n}"],
         events=[{"message": f"Failed password for nguyễn.văn.a #{n}"}],
     )
+
+
+def collector_heartbeat(
+    agency: str,
+    collector: str,
+    at: datetime,
+    *,
+    started: datetime,
+    sources: list[dict[str, Any]],
+    tier: str = "province",
+    interval_s: int = 30,
+    host: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A collector's heartbeat as ``socpipe collect`` sends it (``extra`` overrides fields)."""
+    return {
+        "v": 1,
+        "kind": "collector",
+        "time": at.isoformat(),
+        "started": started.isoformat(),
+        "interval_s": interval_s,
+        "agency": {"id": agency, "tier": tier},
+        "collector": {"id": collector, "version": "0.9.1"},
+        "host": host or f"{collector}.local",
+        "topic": f"soc.raw.{agency}",
+        "stopping": False,
+        "kafka": {"state": "up"},
+        "spool": {"bytes": 0, "entries": 0, "max_bytes": 1 << 30},
+        "queued_bytes": 0,
+        "sources": sources,
+        **extra,
+    }

@@ -191,6 +191,12 @@ function context(params, query) {
     title: (text) => { document.title = `${text} · socpipe`; },
     keys: (map) => { if (alive()) shortcuts = { ...shortcuts, ...map }; },
     onCleanup: (fn) => { if (alive()) cleanups.push(fn); else fn(); },
+    // Run ``fn`` every ``ms`` while this page is shown and the tab visible (live refresh).
+    every: (ms, fn) => {
+      const timer = setInterval(() => { if (alive() && !document.hidden) fn(); }, ms);
+      if (alive()) cleanups.push(() => clearInterval(timer));
+      else clearInterval(timer);
+    },
     can: (...roles) => Boolean(me) && roles.includes(me.role),
   };
 }

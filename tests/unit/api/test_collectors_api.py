@@ -29,6 +29,7 @@ from api.users import InMemoryUserStore
 from socpipe.agencies import AgencyError, ProvisionResult, RevokeResult
 from socpipe.records import HEARTBEAT_KIND, KIND_HEADER
 from socpipe.settings import Settings, load_settings
+from tests.support.factories import collector_heartbeat
 
 REGISTRY = Path(__file__).resolve().parents[3] / "deploy" / "config" / "agencies.yaml"
 ADMIN = "admin-key-0123456789abcdef"
@@ -58,33 +59,22 @@ class Heartbeats:
         self.messages: list[Msg] = []
 
     def beat(self, agency: str, collector: str, at: float, **extra: Any) -> None:
-        beat: dict[str, Any] = {
-            "v": 1,
-            "kind": "collector",
-            "time": datetime.fromtimestamp(at, UTC).isoformat(),
-            "started": datetime.fromtimestamp(at - 600, UTC).isoformat(),
-            "interval_s": 30,
-            "agency": {"id": agency, "tier": "province"},
-            "collector": {"id": collector, "version": "0.9.1"},
-            "host": f"{collector}.local",
-            "topic": f"soc.raw.{agency}",
-            "stopping": False,
-            "kafka": {"state": "up"},
-            "spool": {"bytes": 0, "entries": 0, "max_bytes": 1 << 30},
-            "queued_bytes": 0,
-            "sources": [
-                {"name": "file:/var/log/auth.log", "read": 12, "sent": 12, "lag": 0},
-                {
-                    "name": "syslog:udp:0.0.0.0:514",
-                    "read": 7,
-                    "sent": 5,
-                    "dropped": 2,
-                    "last_error": "Nhật ký đầy: 2 bản ghi bị bỏ",
-                    "last_error_at": "2026-11-20T08:00:00+07:00",
-                },
-            ],
+        sources = [
+            {"name": "file:/var/log/auth.log", "read": 12, "sent": 12, "lag": 0},
+            {
+                "name": "syslog:udp:0.0.0.0:514",
+                "read": 7,
+                "sent": 5,
+                "dropped": 2,
+                "last_error": "Nhật ký đầy: 2 bản ghi bị bỏ",
+                "last_error_at": "2026-11-20T08:00:00+07:00",
+            },
+        ]
+        moment = datetime.fromtimestamp(at, UTC)
+        beat = collector_heartbeat(
+            agency, collector, moment, started=moment - timedelta(seconds=600), sources=sources,
             **extra,
-        }
+        )  # fmt: skip
         key = f"collector/{agency}/{collector}".encode()
         offset = len(self.messages)
         msg = Msg("soc.heartbeats", 0, offset, key, orjson.dumps(beat), int(at * 1000))

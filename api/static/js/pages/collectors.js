@@ -560,12 +560,5 @@ export async function render(page, ctx) {
   }
 
   await load();
-  const timer = setInterval(() => {
-    if (!ctx.alive()) {
-      clearInterval(timer);
-      return;
-    }
-    if (!document.hidden) load();
-  }, REFRESH_MS);
-  ctx.onCleanup(() => clearInterval(timer));
+  ctx.every(REFRESH_MS, load);
 }

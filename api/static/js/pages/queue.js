@@ -255,8 +255,7 @@ export async function render(page, ctx) {
     "/": () => search.focus(),
   });
 
-  const timer = setInterval(() => { if (live.checked && ctx.alive()) load(false); }, REFRESH_MS);
-  ctx.onCleanup(() => clearInterval(timer));
+  ctx.every(REFRESH_MS, () => { if (live.checked) load(false); });
 
   replace(page,
     h("div", { class: "toolbar" }, h("h1", {}, t("queue.title")), h("span", { class: "spacer" }),
