@@ -345,7 +345,7 @@ AUDIT_PROPERTIES: dict[str, Any] = {
         duration=_LONG,
     ),
     "user": _obj(**_keywords("name", "id", "roles"), agency=_KEYWORD),
-    "source": _obj(ip=_IP, port=_LONG),
+    "source": _obj(ip=_IP, port=_LONG, address=_KEYWORD),
     "user_agent": _obj(original=_KEYWORD),
     "http": _obj(request=_obj(**_keywords("method", "id")), response=_obj(status_code=_LONG)),
     "url": _obj(path=_KEYWORD, query=_KEYWORD),

@@ -55,7 +55,7 @@ class AuditEntryPublic(BaseModel):
             user=user.get("name"),
             roles=list(user.get("roles", [])),
             agency=user.get("agency"),
-            source_ip=entry.get("source", {}).get("ip"),
+            source_ip=entry.get("source", {}).get("ip") or entry.get("source", {}).get("address"),
             method=http.get("request", {}).get("method"),
             path=entry.get("url", {}).get("path"),
             status_code=http.get("response", {}).get("status_code"),
