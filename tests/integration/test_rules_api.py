@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 
-from alerting.indices import Indices
 from api.app import create_app
 from detectors.normalize import Normalizer
 from detectors.reload import RuleSetWatcher, rules_in
@@ -23,6 +21,7 @@ from detectors.sigma.publish import status
 from socpipe.elastic import make_elasticsearch
 from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
 from socpipe.settings import ApiSettings, Settings, Tier
+from tests.support.events import index_events
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.kafka]
 
@@ -77,19 +76,6 @@ def make_events() -> list[dict[str, Any]]:
             ssh_event(1000 + k, at, agency="so-noi-vu", host="snv-app", ip="45.9.1.1", failed=True)
         )
     return events
-
-
-def index_events(es: Elasticsearch, settings: Settings, events: list[dict[str, Any]]) -> None:
-    """Into ``<prefix>-events-<day>``, as the event indexer writes them."""
-    indices = Indices(es, settings.elasticsearch.index_prefix)
-    indices.ensure_templates(["events"])
-    operations: list[dict[str, Any]] = []
-    for event in events:
-        index = indices.index_for("events", datetime.fromisoformat(event["@timestamp"]))
-        operations += [{"index": {"_index": index, "_id": event["event"]["id"]}}, event]
-    answer = es.bulk(operations=operations)
-    assert not answer["errors"], [i for i in answer["items"] if i["index"].get("error")][:3]
-    es.indices.refresh(index=f"{indices.alias('events')}-*")
 
 
 def failures_since(events: list[dict[str, Any]], since: datetime) -> list[dict[str, Any]]:
