@@ -7,6 +7,7 @@ them (ARCHITECTURE.md: the spine imports nothing of the others).
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -58,6 +59,11 @@ users_app = typer.Typer(
     help="Local users of the API (argon2 password hashes in Elasticsearch).", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
+model_app = typer.Typer(
+    help="The anomaly model: train on a baseline, show a model file's metadata.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
 
 console = Console(stderr=True)
 ConfigOption = Annotated[
@@ -617,6 +623,89 @@ def users_list(config: ConfigOption = None) -> None:
     for user in _user_store(settings).list():
         state = " (disabled)" if user.disabled else ""
         typer.echo(f"{user.username}\t{user.role.value}\t{user.agency or '-'}{state}")
+
+
+@model_app.command("train")
+def model_train(
+    source: Annotated[
+        str, typer.Option("--from", help="elasticsearch (the indexed events) or a JSON-lines file")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the model file to write")],
+    since: Annotated[str, typer.Option(help="how far back the baseline goes (14d, 36h)")] = "14d",
+    entity: Annotated[str, typer.Option(help="user, host, source_ip or agency")] = "user",
+    window: Annotated[str, typer.Option(help="window length (5m, 1h)")] = "1h",
+    contamination: Annotated[
+        str, typer.Option(help="auto, or the share of baseline windows that would alert")
+    ] = "auto",
+    agency_rate: Annotated[
+        float | None, typer.Option(help="per agency: the share of its windows that would alert")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Fit the anomaly model on a baseline and write it (skops) with its metadata. From
+    Elasticsearch, alerts analysts closed as false positives are left out and raise their
+    entity's threshold (docs/anomaly.md)."""
+    from datetime import UTC, datetime
+
+    from socpipe.errors import ConfigError
+
+    modeling = importlib.import_module("detectors.anomaly.model")
+    sources = importlib.import_module("detectors.anomaly.training")
+    windows = importlib.import_module("detectors.anomaly.windows")
+    settings = _settings(config)
+    try:
+        period = sources.span(since)
+        spec = windows.WindowSpec(entity, int(sources.span(window).total_seconds()))
+        rate: float | str = contamination if contamination == "auto" else float(contamination)
+        until = datetime.now(UTC)
+        exclude: list[Any] = []
+        if source == "elasticsearch":
+            from socpipe.elastic import make_elasticsearch
+
+            es = make_elasticsearch(settings.elasticsearch)
+            prefix = settings.elasticsearch.index_prefix
+            events = list(sources.events_from_elasticsearch(es, prefix, until - period, until))
+            exclude = sources.false_positives(es, prefix, spec.entity, until - period)
+            trained_from = f"elasticsearch {prefix}-events-* {since}"
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"--from: {source} is neither elasticsearch nor a file")
+            events = list(sources.events_from_file(path))
+            trained_from = str(path)
+        model = modeling.train(
+            events, spec, trained_from=trained_from, contamination=rate,
+            agency_rate=agency_rate, exclude=exclude,
+        )  # fmt: skip
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    modeling.save(model, output)
+    meta = model.meta
+    console.print(
+        f"model {meta.version}: {meta.windows:,} windows of {meta.entity} "
+        f"({meta.events:,} events, {meta.excluded_windows} left out as false positives), "
+        f"threshold {meta.threshold:.3f}, written to {output}"
+    )
+
+
+@model_app.command("show")
+def model_show(
+    path: Annotated[Path, typer.Argument(help="a model file (.skops)")],
+    config: ConfigOption = None,
+) -> None:
+    """A model file's metadata as JSON (the file is checked as a detector would load it)."""
+    from dataclasses import asdict
+
+    from socpipe.errors import ConfigError
+
+    modeling = importlib.import_module("detectors.anomaly.model")
+    try:
+        model = modeling.load(path)
+    except (ConfigError, OSError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(asdict(model.meta), indent=2, ensure_ascii=False))
 
 
 @app.command("api")
