@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from elasticsearch import ApiError, TransportError
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -34,6 +34,7 @@ from api.audit import AuditLog, ElasticsearchAuditLog
 from api.deps import CurrentUser
 from api.errors import ERRORS
 from api.logcontext import bind_request_id, install_request_id_filter
+from api.params import single_values
 from api.routes import (
     alerts,
     auth,
@@ -102,7 +103,13 @@ def create_app(
     # document is served at /openapi.json to authenticated callers only, like every route but
     # /health.
     app = FastAPI(
-        title="socpipe", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+        title="socpipe",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # A query parameter given twice where one value is taken is a 422, not "the last one".
+        dependencies=[Depends(single_values)],
     )
 
     @app.get("/openapi.json", include_in_schema=False)

@@ -7,9 +7,11 @@ import ipaddress
 import re
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Any, Final
+from types import UnionType
+from typing import Annotated, Any, Final, Union, get_args, get_origin
 from zoneinfo import available_timezones
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
@@ -100,6 +102,61 @@ def invalid(where: str, name: str, message: str, value: Any = None) -> RequestVa
     )
 
 
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's type is a list (``list[str] | None`` included)."""
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin in (Union, UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    if origin is Annotated:
+        return _takes_many(get_args(annotation)[0])
+    return False
+
+
+def _single_query_names(dependant: Any) -> frozenset[str]:
+    """The query parameters of a route (and its dependencies) that take one value."""
+    names: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        for param in current.query_params:
+            if not _takes_many(param.field_info.annotation):
+                names.add(param.alias)
+        pending.extend(current.dependencies)
+    return frozenset(names)
+
+
+_SINGLE: dict[int, frozenset[str]] = {}
+
+
+def single_values(request: Request) -> None:
+    """422 for a query parameter given several times where the route takes one value: FastAPI
+    would keep the last one silently (``?agency=a&agency=b`` read as b). Every route's
+    dependency (``create_app``)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    seen: dict[str, int] = {}
+    for name, _ in request.query_params.multi_items():
+        seen[name] = seen.get(name, 0) + 1
+    repeated = [name for name, count in seen.items() if count > 1]
+    if not repeated:
+        return
+    single = _SINGLE.get(id(route))
+    if single is None:
+        single = _SINGLE[id(route)] = _single_query_names(dependant)
+    for name in repeated:
+        if name in single:
+            raise invalid(
+                "query",
+                name,
+                f"given {seen[name]} times: this parameter takes one value",
+                request.query_params.getlist(name),
+            )
+
+
 def check_range(since: datetime | None, until: datetime | None) -> None:
     """422 when ``since`` is after ``until``."""
     if since is not None and until is not None and since > until:
@@ -122,4 +179,5 @@ __all__ = [
     "UserName",
     "check_range",
     "invalid",
+    "single_values",
 ]

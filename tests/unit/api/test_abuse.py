@@ -11,6 +11,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from tests.support.triage import auth, rig
 from tests.unit.api.test_schemathesis import ADMIN, APP
 
 HEADERS = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"}
@@ -87,3 +88,20 @@ def test_a_forged_cursor_is_a_400_saying_so(client: TestClient) -> None:
         answer = client.get("/alerts", params={"cursor": cursor}, headers=HEADERS)
         assert answer.status_code in (400, 422)
         assert "cursor" in str(answer.json()["detail"])
+
+
+def test_a_parameter_given_twice_where_one_value_is_taken_is_refused() -> None:
+    client = rig().client
+    once = client.get("/alerts", params={"agency": "so-tttt"}, headers=auth("admin"))
+    assert once.status_code == 200
+    twice = client.get("/alerts?agency=so-tttt&agency=xa-tan-lap", headers=auth("admin"))
+    assert twice.status_code == 422
+    (problem,) = twice.json()["detail"]
+    assert problem["loc"] == ["query", "agency"] and "2 times" in problem["msg"]
+    # A list parameter takes several values, as documented.
+    many = client.get("/alerts?severity=high&severity=low", headers=auth("admin"))
+    assert many.status_code == 200
+    # Also in a dependency's parameters and for another route.
+    assert (
+        client.get("/collectors?silent=true&silent=false", headers=auth("admin")).status_code == 422
+    )
