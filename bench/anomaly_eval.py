@@ -84,6 +84,21 @@ class Scores:
         )
 
 
+def report(runs: list[dict[str, Scores]]) -> dict[str, Any]:
+    """Each model's scores averaged over the runs, printed a line each."""
+    summary: dict[str, Any] = {}
+    for name, label in LABELS:
+        mean = Scores(
+            *(
+                round(float(np.mean([getattr(run[name], f) for run in runs])), 4)
+                for f in ("precision", "recall", "f1", "fpr")
+            )
+        )
+        print(mean.line(label))
+        summary[name] = mean.__dict__
+    return summary
+
+
 def _blocks(path: Path) -> list[list[int]]:
     blocks = []
     with path.open(encoding="ascii") as lines:
@@ -154,16 +169,7 @@ def hdfs(root: Path, seeds: int) -> dict[str, Any]:
     for seed in range(seeds):
         fit, held = halves(len(normal), seed)
         runs.append(evaluate(normal[fit], normal[held], anomalous, seed))
-    summary: dict[str, Any] = {}
-    for name, label in LABELS:
-        mean = Scores(
-            *(
-                round(float(np.mean([getattr(run[name], f) for run in runs])), 4)
-                for f in ("precision", "recall", "f1", "fpr")
-            )
-        )
-        print(mean.line(label))
-        summary[name] = mean.__dict__
+    summary = report(runs)
     published = LOGLIZER_HDFS
     print(
         f"  {'loglizer IsolationForest (published)':<46} precision {published['precision']:.3f}"
@@ -210,16 +216,7 @@ def bgl(root: Path, window: int, seeds: int) -> dict[str, Any]:
             return out
 
         runs.append(evaluate(rows(train_windows), rows(test_normal), rows(anomalous), seed))
-    summary: dict[str, Any] = {}
-    for name, label in LABELS:
-        mean = Scores(
-            *(
-                round(float(np.mean([getattr(run[name], f) for run in runs])), 4)
-                for f in ("precision", "recall", "f1", "fpr")
-            )
-        )
-        print(mean.line(label))
-        summary[name] = mean.__dict__
+    summary = report(runs)
     return summary
 
 

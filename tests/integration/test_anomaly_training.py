@@ -4,8 +4,6 @@ positive is left out and raises its user's threshold, and the model file reads b
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,20 +26,11 @@ from socpipe.records import (
     Severity,
 )
 from socpipe.settings import Settings, Tier
+from tests.support.cli import run_socpipe
 from tests.support.events import index_events
 from tests.unit.detectors.test_anomaly import baseline, logon
 
 pytestmark = pytest.mark.elasticsearch
-
-
-def _socpipe(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "socpipe", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def test_training_from_elasticsearch_leaves_out_false_positives(
@@ -61,7 +50,7 @@ def test_training_from_elasticsearch_leaves_out_false_positives(
     config = tmp_path / "socpipe.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json"), allow_unicode=True))
     output = tmp_path / "user-1h.skops"
-    trained = _socpipe(
+    trained = run_socpipe(
         config, "model", "train", "--from", "elasticsearch", "--since", "14d",
         "--entity", "user", "--window", "1h", "-o", str(output),
     )  # fmt: skip
@@ -72,12 +61,12 @@ def test_training_from_elasticsearch_leaves_out_false_positives(
     assert meta.excluded_windows == 1
     assert meta.entity_thresholds["user2"] > meta.threshold
     assert meta.trained_from.startswith("elasticsearch")
-    shown = _socpipe(config, "model", "show", str(output))
+    shown = run_socpipe(config, "model", "show", str(output))
     assert shown.returncode == 0 and f'"version": "{meta.version}"' in shown.stdout
     # A file that is not a model is refused with its name.
     fake = tmp_path / "fake.skops"
     fake.write_bytes(b"not a model")
-    refused = _socpipe(config, "model", "show", str(fake))
+    refused = run_socpipe(config, "model", "show", str(fake))
     assert refused.returncode == 2 and "fake.skops" in refused.stderr
     es.close()
 

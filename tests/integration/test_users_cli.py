@@ -3,8 +3,6 @@ they made."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +12,9 @@ import yaml
 from api.users import ElasticsearchUserStore
 from socpipe.elastic import make_elasticsearch
 from socpipe.settings import Role, Settings
+from tests.support.cli import run_socpipe
 
 pytestmark = pytest.mark.elasticsearch
-
-
-def _socpipe(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "socpipe", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_users_are_added_listed_and_given_a_new_password(
@@ -38,23 +27,25 @@ def test_users_are_added_listed_and_given_a_new_password(
     first.write_text("mật khẩu đầu tiên 2026\n", encoding="utf-8")
     second.write_text("một mật khẩu mới hơn\n", encoding="utf-8")
 
-    added = _socpipe(
+    added = run_socpipe(
         config, "users", "add", "admin", "--role", "soc_admin", "--password-file", str(first)
     )
     assert added.returncode == 0, added.stderr
-    viewer = _socpipe(
+    viewer = run_socpipe(
         config, "users", "add", "px.viewer", "--role", "agency_viewer",
         "--agency", "phuong-phuc-xa", "--password-file", str(first),
     )  # fmt: skip
     assert viewer.returncode == 0, viewer.stderr
-    again = _socpipe(
+    again = run_socpipe(
         config, "users", "add", "admin", "--role", "analyst", "--password-file", str(first)
     )
     assert again.returncode == 2 and "exists" in again.stderr
-    wrong = _socpipe(config, "users", "add", "bob", "--role", "root", "--password-file", str(first))
+    wrong = run_socpipe(
+        config, "users", "add", "bob", "--role", "root", "--password-file", str(first)
+    )
     assert wrong.returncode == 2 and "soc_admin" in wrong.stderr
 
-    listed = _socpipe(config, "users", "list")
+    listed = run_socpipe(config, "users", "list")
     assert listed.returncode == 0
     assert listed.stdout.splitlines() == [
         "admin\tsoc_admin\t-",
@@ -62,7 +53,7 @@ def test_users_are_added_listed_and_given_a_new_password(
     ]
     assert "argon2" not in listed.stdout and "mật khẩu" not in listed.stdout + listed.stderr
 
-    changed = _socpipe(config, "users", "passwd", "admin", "--password-file", str(second))
+    changed = run_socpipe(config, "users", "passwd", "admin", "--password-file", str(second))
     assert changed.returncode == 0, changed.stderr
     store = ElasticsearchUserStore(
         make_elasticsearch(pipeline_settings.elasticsearch),
