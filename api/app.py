@@ -34,7 +34,7 @@ from api.audit import AuditLog, ElasticsearchAuditLog
 from api.deps import CurrentUser
 from api.errors import ERRORS
 from api.logcontext import bind_request_id, install_request_id_filter
-from api.params import single_values
+from api.params import known_query
 from api.routes import (
     alerts,
     auth,
@@ -108,8 +108,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        # A query parameter given twice where one value is taken is a 422, not "the last one".
-        dependencies=[Depends(single_values)],
+        # An unknown query parameter, or one given twice where one value is taken, is a 422.
+        dependencies=[Depends(known_query)],
     )
 
     @app.get("/openapi.json", include_in_schema=False)

@@ -114,45 +114,56 @@ def _takes_many(annotation: Any) -> bool:
     return False
 
 
-def _single_query_names(dependant: Any) -> frozenset[str]:
-    """The query parameters of a route (and its dependencies) that take one value."""
+def _query_names(dependant: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """The query parameters of a route (and its dependencies): all, and those that take one
+    value."""
     names: set[str] = set()
+    single: set[str] = set()
     pending = [dependant]
     while pending:
         current = pending.pop()
         for param in current.query_params:
+            names.add(param.alias)
             if not _takes_many(param.field_info.annotation):
-                names.add(param.alias)
+                single.add(param.alias)
         pending.extend(current.dependencies)
-    return frozenset(names)
+    return frozenset(names), frozenset(single)
 
 
-_SINGLE: dict[int, frozenset[str]] = {}
+_QUERY: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def single_values(request: Request) -> None:
-    """422 for a query parameter given several times where the route takes one value: FastAPI
-    would keep the last one silently (``?agency=a&agency=b`` read as b). Every route's
-    dependency (``create_app``)."""
+def known_query(request: Request) -> None:
+    """422 for a query parameter the route does not take (``?severty=high`` would otherwise be
+    ignored, and every alert listed as if no filter had been asked), or given several times
+    where the route takes one value (FastAPI would keep the last one silently). A dependency of
+    every route (``create_app``)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    seen: dict[str, int] = {}
-    for name, _ in request.query_params.multi_items():
-        seen[name] = seen.get(name, 0) + 1
-    repeated = [name for name, count in seen.items() if count > 1]
-    if not repeated:
+    given = request.query_params.multi_items()
+    if not given:
         return
-    single = _SINGLE.get(id(route))
-    if single is None:
-        single = _SINGLE[id(route)] = _single_query_names(dependant)
-    for name in repeated:
-        if name in single:
+    known = _QUERY.get(id(route))
+    if known is None:
+        known = _QUERY[id(route)] = _query_names(dependant)
+    names, single = known
+    seen: dict[str, int] = {}
+    for name, _ in given:
+        seen[name] = seen.get(name, 0) + 1
+    for name, count in seen.items():
+        if name not in names:
+            takes = ", ".join(sorted(names)) or "none"
+            raise invalid(
+                "query", name, f"unknown query parameter (this route takes: {takes})",
+                request.query_params.get(name),
+            )  # fmt: skip
+        if count > 1 and name in single:
             raise invalid(
                 "query",
                 name,
-                f"given {seen[name]} times: this parameter takes one value",
+                f"given {count} times: this parameter takes one value",
                 request.query_params.getlist(name),
             )
 
@@ -179,5 +190,5 @@ __all__ = [
     "UserName",
     "check_range",
     "invalid",
-    "single_values",
+    "known_query",
 ]

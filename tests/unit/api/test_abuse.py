@@ -105,3 +105,14 @@ def test_a_parameter_given_twice_where_one_value_is_taken_is_refused() -> None:
     assert (
         client.get("/collectors?silent=true&silent=false", headers=auth("admin")).status_code == 422
     )
+
+
+def test_an_unknown_query_parameter_is_refused_not_ignored() -> None:
+    client = rig().client
+    # A misspelt filter would otherwise list every alert as if none had been asked.
+    answer = client.get("/alerts?severty=high", headers=auth("admin"))
+    assert answer.status_code == 422
+    (problem,) = answer.json()["detail"]
+    assert problem["loc"] == ["query", "severty"] and "severity" in problem["msg"]
+    assert client.get("/health?verbose=1").status_code == 422
+    assert client.get("/alerts?severity=high", headers=auth("admin")).status_code == 200
