@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from socpipe.elastic import time_range
 from socpipe.records import Alert, AlertStatus, Severity
 from socpipe.settings import Tier
 
@@ -243,13 +244,8 @@ def es_query(query: AlertQuery) -> dict[str, Any]:
         )
     if query.ids:
         filters.append({"ids": {"values": list(query.ids)}})
-    if query.since or query.until:
-        bounds = {}
-        if query.since:
-            bounds["gte"] = query.since.isoformat()
-        if query.until:
-            bounds["lte"] = query.until.isoformat()
-        filters.append({"range": {"last_seen": bounds}})
+    if (period := time_range("last_seen", query.since, query.until)) is not None:
+        filters.append(period)
     must: list[dict[str, Any]] = []
     if query.text:
         must.append(

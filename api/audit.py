@@ -21,6 +21,7 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 from alerting.indices import Indices
+from socpipe.elastic import time_range
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,8 @@ class ElasticsearchAuditLog(AuditLog):
         ):
             if value is not None:
                 filters.append({"term": {field: value}})
-        if query.since or query.until:
-            bounds = {}
-            if query.since:
-                bounds["gte"] = query.since.isoformat()
-            if query.until:
-                bounds["lte"] = query.until.isoformat()
-            filters.append({"range": {"@timestamp": bounds}})
+        if (period := time_range("@timestamp", query.since, query.until)) is not None:
+            filters.append(period)
         try:
             hits = self.client.search(
                 index=self.alias,

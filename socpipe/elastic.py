@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch, OrjsonSerializer
@@ -34,3 +35,14 @@ def make_elasticsearch(settings: ElasticsearchSettings, **overrides: Any) -> Ela
             options["ca_certs"] = str(settings.ca_certs)
     options.update(overrides)
     return Elasticsearch(**options)
+
+
+def time_range(field: str, since: datetime | None, until: datetime | None) -> dict[str, Any] | None:
+    """A ``range`` filter on ``field`` from ``since`` to ``until`` (both inclusive, either
+    optional); None when neither is given."""
+    bounds = {}
+    if since is not None:
+        bounds["gte"] = since.isoformat()
+    if until is not None:
+        bounds["lte"] = until.isoformat()
+    return {"range": {field: bounds}} if bounds else None
