@@ -53,50 +53,24 @@ class RuleSetState:
     rejected: dict[str, Any] = field(default_factory=dict)
 
 
-class RuleSetWatcher:
-    """Follows ``soc.rules``; loads bundles in the background; swaps between batches."""
+class CompactedFollower:
+    """Reads a compacted one-partition topic from its start, then follows it in a thread of its
+    own, handing each polled stretch of records to :meth:`arrived` (subclasses load them)."""
 
-    def __init__(
-        self,
-        kafka: KafkaSettings,
-        *,
-        unpack_dir: Path,
-        publish_status: Callable[[dict[str, Any]], None] | None = None,
-        poll_timeout_ms: int = 1000,
-    ) -> None:
+    thread_name = "topic-follower"
+
+    def __init__(self, kafka: KafkaSettings, topic: str, *, poll_timeout_ms: int = 1000) -> None:
         self.kafka = kafka
-        self.unpack_dir = unpack_dir
-        self.publish_status = publish_status
         self.poll_timeout_ms = poll_timeout_ms
-        self.state = RuleSetState()
-        self._lock = threading.Lock()
-        self._pending: SigmaDetector | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
-        self._partition = TopicPartition(kafka.topics.rules, 0)
-
-    # --- the detector's side ------------------------------------------------------------------
-
-    def initial(self, timeout_s: float = 60.0) -> SigmaDetector | None:
-        """The rule set in force, if ``soc.rules`` holds one (waiting for it to load), else
-        None; rejected when it does not load (the caller then runs its configured rules)."""
-        consumer = self._open()
-        latest = self._read_to_end(consumer, timeout_s)
-        if latest is None:
-            return None
-        return self.load(latest)
+        self._partition = TopicPartition(topic, 0)
 
     def start(self) -> None:
-        """Follow ``soc.rules`` from here on, in a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="rules-watcher", daemon=True)
+        """Follow the topic from here on, in a daemon thread."""
+        self._thread = threading.Thread(target=self._follow, name=self.thread_name, daemon=True)
         self._thread.start()
-
-    def take(self) -> SigmaDetector | None:
-        """The newly loaded rule set, once; None when there is none since the last call."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-            return pending
 
     def stop(self) -> None:
         """Stop following (the thread ends within a poll)."""
@@ -106,12 +80,9 @@ class RuleSetWatcher:
         if self._consumer is not None:
             self._consumer.close()
 
-    def running(self, version: str, source: str, rules: int) -> None:
-        """Record (and publish) that the detector now runs ``version``."""
-        self.state.version, self.state.source, self.state.rules = version, source, rules
-        self._publish()
-
-    # --- the watcher's thread -----------------------------------------------------------------
+    def arrived(self, records: list[Any]) -> None:
+        """Records read by the thread, in order (tombstones included)."""
+        raise NotImplementedError
 
     def _open(self) -> KafkaConsumer:
         if self._consumer is None:
@@ -128,19 +99,21 @@ class RuleSetWatcher:
             self._consumer = consumer
         return self._consumer
 
-    def _read_to_end(self, consumer: KafkaConsumer, timeout_s: float) -> bytes | None:
-        """The value of the topic's last record (compaction keeps one per key: the set)."""
+    def read_to_end(self, timeout_s: float) -> list[Any]:
+        """Every record from the start of the topic to its end now (compaction keeps the last
+        one per key)."""
+        consumer = self._open()
         end = consumer.end_offsets([self._partition])[self._partition]
-        latest: bytes | None = None
+        found: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while consumer.position(self._partition) < end:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"soc.rules not read to its end within {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"{self._partition.topic} not read to its end within {timeout_s:.0f}s"
+                )
             for records in consumer.poll(timeout_ms=self.poll_timeout_ms).values():
-                for record in records:
-                    if record.value is not None:
-                        latest = record.value
-        return latest
+                found.extend(records)
+        return found
 
     def _follow(self) -> None:
         consumer = self._open()
@@ -151,13 +124,58 @@ class RuleSetWatcher:
                 log.exception("reading %s failed; retrying", self._partition.topic)
                 self._stop.wait(5.0)
                 continue
-            latest = None
-            for records in batches.values():
-                for record in records:
-                    if record.value is not None:
-                        latest = record.value
-            if latest is not None:
-                self.offer(latest)
+            records = [record for batch in batches.values() for record in batch]
+            if records:
+                self.arrived(records)
+
+
+class RuleSetWatcher(CompactedFollower):
+    """Follows ``soc.rules``; loads bundles in the background; swaps between batches."""
+
+    thread_name = "rules-watcher"
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        unpack_dir: Path,
+        publish_status: Callable[[dict[str, Any]], None] | None = None,
+        poll_timeout_ms: int = 1000,
+    ) -> None:
+        super().__init__(kafka, kafka.topics.rules, poll_timeout_ms=poll_timeout_ms)
+        self.unpack_dir = unpack_dir
+        self.publish_status = publish_status
+        self.state = RuleSetState()
+        self._lock = threading.Lock()
+        self._pending: SigmaDetector | None = None
+
+    # --- the detector's side ------------------------------------------------------------------
+
+    def initial(self, timeout_s: float = 60.0) -> SigmaDetector | None:
+        """The rule set in force, if ``soc.rules`` holds one (waiting for it to load), else
+        None; rejected when it does not load (the caller then runs its configured rules)."""
+        latest = _last_value(self.read_to_end(timeout_s))
+        if latest is None:
+            return None
+        return self.load(latest)
+
+    def take(self) -> SigmaDetector | None:
+        """The newly loaded rule set, once; None when there is none since the last call."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            return pending
+
+    def running(self, version: str, source: str, rules: int) -> None:
+        """Record (and publish) that the detector now runs ``version``."""
+        self.state.version, self.state.source, self.state.rules = version, source, rules
+        self._publish()
+
+    # --- the watcher's thread -----------------------------------------------------------------
+
+    def arrived(self, records: list[Any]) -> None:
+        latest = _last_value(records)
+        if latest is not None:
+            self.offer(latest)
 
     def offer(self, data: bytes) -> None:
         """Load a bundle and, when it loads, queue it for :meth:`take` (the thread's step)."""
@@ -226,6 +244,14 @@ class RuleSetWatcher:
             log.exception("could not publish the detector's rule-set status")
 
 
+def _last_value(records: list[Any]) -> bytes | None:
+    """The value of the last record that has one (the bundle in force)."""
+    for record in reversed(records):
+        if record.value is not None:
+            return bytes(record.value)
+    return None
+
+
 def rules_in(detector: SigmaDetector) -> int:
     """How many rules a detector's engine holds."""
     return detector.engine.rule_count
@@ -240,4 +266,11 @@ def status_value(detector_id: str, status: dict[str, Any]) -> bytes:
     return orjson.dumps({"detector": detector_id, **status})
 
 
-__all__ = ["STATUS_KIND", "RuleSetState", "RuleSetWatcher", "rules_in", "status_value"]
+__all__ = [
+    "STATUS_KIND",
+    "CompactedFollower",
+    "RuleSetState",
+    "RuleSetWatcher",
+    "rules_in",
+    "status_value",
+]

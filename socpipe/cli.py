@@ -517,6 +517,12 @@ def correlate(config: ConfigOption = None) -> None:
     _run_stage("detectors.correlator", _settings(config))
 
 
+@app.command("anomaly")
+def anomaly(config: ConfigOption = None) -> None:
+    """Consume soc.events; score entities' windows with the models in force (soc.models)."""
+    _run_stage("detectors.anomaly.scorer", _settings(config))
+
+
 @app.command("alert")
 def alert(config: ConfigOption = None) -> None:
     """Consume soc.detections; fold them into alerts in Elasticsearch."""
@@ -706,6 +712,56 @@ def model_show(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     typer.echo(json.dumps(asdict(model.meta), indent=2, ensure_ascii=False))
+
+
+@model_app.command("publish")
+def model_publish(
+    path: Annotated[Path, typer.Argument(help="a model file (.skops) from `socpipe model train`")],
+    name: Annotated[
+        str | None, typer.Option(help="the name it runs under (default: entity-window, user-1h)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check a model as a scorer will load it, then make it the model in force under its name
+    (soc.models): every running scorer swaps to it between batches."""
+    from socpipe.errors import ConfigError
+
+    publishing = importlib.import_module("detectors.anomaly.publish")
+    try:
+        chosen, model = publishing.publish(path, _settings(config), name=name)
+    except ConfigError as exc:
+        console.print(f"[red]not published:[/] {exc}")
+        raise typer.Exit(1) from None
+    meta = model.meta
+    console.print(
+        f"published model {chosen} = {meta.version} ({meta.entity} per {meta.window_s} s, "
+        f"threshold {meta.threshold:.3f}, {path.stat().st_size:,} bytes)"
+    )
+
+
+@model_app.command("withdraw")
+def model_withdraw(
+    name: Annotated[str, typer.Argument(help="the name of a model in force")],
+    config: ConfigOption = None,
+) -> None:
+    """Stop running a model: scorers drop it between batches (its open windows unjudged)."""
+    from socpipe.errors import ConfigError
+
+    publishing = importlib.import_module("detectors.anomaly.publish")
+    try:
+        publishing.withdraw(name, _settings(config))
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"withdrew model {name}")
+
+
+@model_app.command("status")
+def model_status(config: ConfigOption = None) -> None:
+    """The models in force on soc.models, and which each scorer runs."""
+    publishing = importlib.import_module("detectors.anomaly.publish")
+    for line in publishing.format_status(publishing.status(_settings(config))):
+        print(line)
 
 
 @app.command("api")

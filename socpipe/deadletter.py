@@ -11,7 +11,7 @@ from socpipe.records import DeadLetter, stable_id, utcnow
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["collect", "detect", "correlate", "alert", "index"]
+Stage = Literal["collect", "detect", "correlate", "anomaly", "alert", "index"]
 
 
 class DeadLetterWriter:

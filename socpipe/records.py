@@ -447,7 +447,7 @@ class DeadLetter(Record):
 
     v: int = 1
     id: str
-    stage: Literal["collect", "detect", "correlate", "alert", "index"]
+    stage: Literal["collect", "detect", "correlate", "anomaly", "alert", "index"]
     reason: str
     at: AwareDatetime
     topic: str | None = None

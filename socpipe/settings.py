@@ -92,6 +92,7 @@ class Topics(_Section):
     dlq: str = "soc.dlq"
     correlate: str = "soc.correlate"
     rules: str = "soc.rules"
+    models: str = "soc.models"
     heartbeats: str = "soc.heartbeats"
 
     def all(self) -> dict[str, str]:
@@ -113,6 +114,10 @@ def _default_topic_specs() -> dict[str, TopicSpec]:
         # One record, the rule-set bundle in force: a SigmaHQ checkout zips to about 3 MB.
         "rules": TopicSpec(
             partitions=1, retention_ms=-1, cleanup_policy="compact", max_message_bytes=40 << 20
+        ),
+        # The anomaly models in force, one record per model name (a skops file of a few MB).
+        "models": TopicSpec(
+            partitions=1, retention_ms=-1, cleanup_policy="compact", max_message_bytes=64 << 20
         ),
         "heartbeats": TopicSpec(partitions=1, retention_ms=3 * 24 * 3600 * 1000),
     }
@@ -331,7 +336,6 @@ class DetectorSettings(_Section):
     group_id: str = "socpipe-detectors"
     # This detector's name in `socpipe rules status` (several share a group).
     id: str = Field(default_factory=lambda: f"detector-{os.uname().nodename}-{os.getpid()}")
-    # Kafka messages per poll; each message carries up to collector.batch_size records.
     # Kafka messages per poll; a collector's message holds up to collector.batch_size records.
     batch_size: int = Field(default=10, ge=1)
     syslog_timezone: str = "Asia/Ho_Chi_Minh"
@@ -355,6 +359,31 @@ class DetectorSettings(_Section):
 
 
 LevelName = Literal["informational", "low", "medium", "high", "critical"]
+
+
+class AnomalySettings(_Section):
+    """The anomaly scorer (``socpipe anomaly``): which models run comes from ``soc.models``
+    (``socpipe model publish``); these say how windows close and what a detection is."""
+
+    group_id: str = "socpipe-anomaly"
+    # This scorer's name in `socpipe model status`.
+    id: str = Field(default_factory=lambda: f"anomaly-{os.uname().nodename}-{os.getpid()}")
+    # ECS events per poll.
+    batch_size: int = Field(default=2000, ge=1)
+    # A window is judged once its agency's latest event time is this far past its end: events
+    # up to this late still count; later ones, for a window already judged, are dropped (and
+    # counted in the log).
+    lateness_s: int = Field(default=300, ge=0, le=24 * 3600)
+    # A window whose end has passed on the wall clock (by lateness_s) is judged without
+    # waiting for a later event once its agency has sent nothing for this long.
+    idle_s: int = Field(default=300, ge=10)
+    # At most this many windows open at once (all models): beyond it a new entity's window is
+    # not opened until others close (a scan from a hundred thousand addresses would otherwise
+    # hold them all in memory); the count of events left out is logged.
+    max_windows: int = Field(default=500_000, ge=1000)
+    severity: LevelName = "medium"
+
+
 Language = Literal["vi", "en"]
 EntityName = Literal["host", "user", "source_ip"]
 
@@ -626,6 +655,7 @@ class Settings(BaseSettings):
     agency: AgencySettings = AgencySettings()
     collector: CollectorSettings = CollectorSettings()
     detector: DetectorSettings = DetectorSettings()
+    anomaly: AnomalySettings = AnomalySettings()
     alerting: AlertingSettings = AlertingSettings()
     api: ApiSettings = ApiSettings()
     local: LocalServicesSettings = LocalServicesSettings()

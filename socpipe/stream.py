@@ -49,6 +49,7 @@ class StreamLoop:
         max_records: int = 500,
         poll_timeout_ms: int = 500,
         ack_timeout_s: float = 60.0,
+        idle: Callable[[], list[Any]] | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -56,6 +57,9 @@ class StreamLoop:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.ack_timeout_s = ack_timeout_s
+        # Called when a poll brings nothing (a stage whose work also depends on the clock, as
+        # windows closing when their agency falls silent); its sends are waited for as well.
+        self.idle = idle
         self.batches = 0
         self.records = 0
 
@@ -64,12 +68,10 @@ class StreamLoop:
         polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         records = [record for batch in polled.values() for record in batch]
         if not records:
+            if self.idle is not None:
+                self._wait(self.idle())
             return 0
-        futures = self.handler(records)
-        self.producer.flush(timeout=self.ack_timeout_s)
-        for future in futures:
-            # Raises the KafkaError of a failed send: the batch is then not committed.
-            future.get(timeout=self.ack_timeout_s)
+        self._wait(self.handler(records))
         try:
             self.consumer.commit()
         except CommitFailedError as error:
@@ -80,6 +82,13 @@ class StreamLoop:
         self.batches += 1
         self.records += len(records)
         return len(records)
+
+    def _wait(self, futures: list[Any]) -> None:
+        """Flush, then wait for every send: raises the KafkaError of a failed one (the batch
+        is then not committed)."""
+        self.producer.flush(timeout=self.ack_timeout_s)
+        for future in futures:
+            future.get(timeout=self.ack_timeout_s)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; closes the consumer and producer on the way out."""

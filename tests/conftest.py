@@ -35,7 +35,16 @@ def pipeline_settings(endpoints: Endpoints, run_id: str, tmp_path: Path) -> Iter
     """Settings on the real services with topics and indices of this test's own."""
     topics = {
         name: f"t-{run_id}.soc.{name}"
-        for name in ("raw", "events", "detections", "dlq", "correlate", "rules", "heartbeats")
+        for name in (
+            "raw",
+            "events",
+            "detections",
+            "dlq",
+            "correlate",
+            "rules",
+            "models",
+            "heartbeats",
+        )
     }
     settings = load_settings(
         kafka={
@@ -47,6 +56,7 @@ def pipeline_settings(endpoints: Endpoints, run_id: str, tmp_path: Path) -> Iter
         collector={"checkpoint_file": str(tmp_path / "checkpoints.json")},
         detector={"group_id": f"detect-{run_id}"},
         alerting={"group_id": f"alert-{run_id}"},
+        anomaly={"group_id": f"anomaly-{run_id}"},
     )
     yield settings
     _cleanup(settings)

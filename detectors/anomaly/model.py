@@ -306,8 +306,10 @@ def train(
             entity_thresholds[key.entity] = max(entity_thresholds.get(key.entity, 0.0), raised)
     names = list(windows.features)
     created = datetime.now(UTC)
+    digest = data_hash(names, rows)
     meta = ModelMeta(
-        version=f"{spec.entity}-{spec.window_s}s-{created:%Y%m%dT%H%M%S}",
+        # Two models trained in the same second on different data still differ.
+        version=f"{spec.entity}-{spec.window_s}s-{created:%Y%m%dT%H%M%S}-{digest[:8]}",
         created=created.isoformat(),
         entity=spec.entity,
         window_s=spec.window_s,
@@ -319,7 +321,7 @@ def train(
         until=max(times).isoformat() if times else None,
         windows=len(keys),
         events=len(events),
-        data_sha256=data_hash(names, rows),
+        data_sha256=digest,
         contamination=contamination,
         threshold=threshold,
         novelty_limit=novelty_limit,

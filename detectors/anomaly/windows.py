@@ -125,7 +125,7 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _moment(value: Any) -> datetime | None:
+def event_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
@@ -158,6 +158,7 @@ class _Window:
     sets: dict[str, set[str]] = field(default_factory=dict)
     off_hours: int = 0
     event_ids: list[str] = field(default_factory=list)
+    samples: list[Mapping[str, Any]] = field(default_factory=list)
 
     def add_distinct(self, name: str, value: Any) -> None:
         if value is None or value == "":
@@ -170,20 +171,28 @@ class _Window:
 @dataclass(frozen=True)
 class WindowKey:
     """One window: whose, from when (UTC, aligned on the window length), of which agency, and
-    the ids of its first 20 events (what a detection of it names)."""
+    the ids of its first 20 events (what a detection of it names), and its first events
+    themselves when :class:`Windows` was asked to keep some."""
 
     entity: str
     start: datetime
     agency: str | None
     event_ids: tuple[str, ...] = ()
+    samples: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
 
 
 class Windows:
     """Events folded into per-window counters (see the module docstring)."""
 
-    def __init__(self, spec: WindowSpec, templates: Templates | None = None) -> None:
+    def __init__(
+        self, spec: WindowSpec, templates: Templates | None = None, *, samples: int = 0
+    ) -> None:
         self.spec = spec
         self.templates = templates or Templates()
+        # How many of each window's first events it keeps (a detection shows them).
+        self.samples = samples
+        # Events not counted because ``add(..., may_open=False)`` would have opened a window.
+        self.refused = 0
         self.features: tuple[str, ...] = (
             *BASE_FEATURES,
             *(f"template.{n}" for n in range(len(self.templates.names))),
@@ -194,16 +203,20 @@ class Windows:
     def __len__(self) -> int:
         return len(self._windows)
 
-    def add(self, event: Mapping[str, Any]) -> bool:
-        """Count ``event`` in its entity's window; False when it has no entity or time."""
+    def add(self, event: Mapping[str, Any], *, may_open: bool = True) -> bool:
+        """Count ``event`` in its entity's window; False when it has no entity or time, or
+        when its window is not open and ``may_open`` is False (counted in :attr:`refused`)."""
         who = entity_of(event, self.spec.entity)
-        moment = _moment(event.get("@timestamp"))
+        moment = event_time(event.get("@timestamp"))
         if who is None or moment is None:
             return False
         epoch = int(moment.timestamp())
         start = epoch - epoch % self.spec.window_s
         window = self._windows.get((who, start))
         if window is None:
+            if not may_open:
+                self.refused += 1
+                return False
             agency = _get(event, "organization", "id")
             window = self._windows[who, start] = _Window(
                 agency if isinstance(agency, str) else None
@@ -212,6 +225,8 @@ class Windows:
         event_id = _get(event, "event", "id")
         if isinstance(event_id, str) and len(window.event_ids) < 20:
             window.event_ids.append(event_id)
+        if len(window.samples) < self.samples:
+            window.samples.append(event)
         return True
 
     def _count(self, window: _Window, event: Mapping[str, Any], moment: datetime) -> None:
@@ -282,7 +297,11 @@ class Windows:
                 continue
             del self._windows[who, start]
             moment = datetime.fromtimestamp(start, UTC)
-            keys.append(WindowKey(who, moment, window.agency, tuple(window.event_ids)))
+            keys.append(
+                WindowKey(
+                    who, moment, window.agency, tuple(window.event_ids), tuple(window.samples)
+                )
+            )
             rows.append(self._row(window))
         matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(self.features))
         return keys, matrix

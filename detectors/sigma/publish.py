@@ -85,7 +85,7 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
     topics = settings.kafka.topics
     ensure_topics(settings.kafka, ["rules", "heartbeats"])
     in_force: dict[str, Any] | None = None
-    last = _last_values(settings, topics.rules, timeout_s)
+    last = topic_values(settings, topics.rules, timeout_s)
     if last:
         try:
             in_force = manifest_of(last[-1])
@@ -93,7 +93,7 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
         except BundleError as error:
             in_force = {"error": str(error)}
     latest: dict[str, dict[str, Any]] = {}
-    for value in _last_values(settings, topics.heartbeats, timeout_s):
+    for value in topic_values(settings, topics.heartbeats, timeout_s):
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -103,7 +103,7 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
     return RulesStatus(in_force, sorted(latest.values(), key=lambda r: str(r.get("detector"))))
 
 
-def _last_values(settings: Settings, topic: str, timeout_s: float) -> list[bytes]:
+def topic_values(settings: Settings, topic: str, timeout_s: float) -> list[bytes]:
     """Every value of a one-partition topic, read from its start to its end now."""
     options = client_options(settings.kafka)
     options.update(

@@ -26,9 +26,9 @@ from socpipe.records import (
     Severity,
 )
 from socpipe.settings import Settings, Tier
+from tests.support.anomaly import baseline, logon
 from tests.support.cli import run_socpipe
 from tests.support.events import index_events
-from tests.unit.detectors.test_anomaly import baseline, logon
 
 pytestmark = pytest.mark.elasticsearch
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +19,7 @@ from detectors.anomaly.model import dumps, loads, train
 from detectors.anomaly.training import events_from_file, span
 from detectors.anomaly.windows import BASE_FEATURES, UNSEEN, Templates, Windows, WindowSpec
 from socpipe.errors import ConfigError
-
-BASE = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)  # a Monday, 08:00 in Hà Nội
+from tests.support.anomaly import BASE, baseline, logon
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")
@@ -65,36 +62,6 @@ def test_bad_parameters_are_refused() -> None:
         BaselineDeviation(low_quantile=0.9, high_quantile=0.1).fit(np.ones((5, 2)))
     with pytest.raises(ValueError, match="min_span"):
         BaselineDeviation(min_span=0).fit(np.ones((5, 2)))
-
-
-def logon(user: str, at: datetime, *, failed: bool = False, host: str = "h1") -> dict[str, Any]:
-    return {
-        "@timestamp": at.isoformat(),
-        "event": {
-            "id": f"{user}-{at.timestamp()}-{host}",
-            "category": ["authentication"],
-            "action": "logon",
-            "outcome": "failure" if failed else "success",
-        },
-        "user": {"name": user},
-        "host": {"name": host},
-        "source": {"ip": "10.20.0.4"},
-        "organization": {"id": "so-tttt"},
-    }
-
-
-def baseline(
-    days: int = 14, users: int = 8, seed: int = 3, start: datetime = BASE
-) -> Iterator[dict[str, Any]]:
-    """Working-hours logons of a few users from ``start`` (08:00 there), a failure now and
-    then."""
-    rng = random.Random(seed)
-    for day in range(days):
-        for user in range(users):
-            for hour in range(8):
-                for n in range(rng.randint(1, 4)):
-                    at = start + timedelta(days=day, hours=hour, minutes=n * 7)
-                    yield logon(f"user{user}", at, failed=rng.random() < 0.1)
 
 
 def test_windows_count_per_entity_and_hour_in_vietnam_s_working_hours() -> None:
