@@ -797,13 +797,19 @@ def demo(
         float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")
     ] = 0.0,
     rate: Annotated[float, typer.Option(help="lines per second per agency")] = 40.0,
+    train_after: Annotated[
+        float,
+        typer.Option(
+            help="seconds of feed the anomaly model is trained on, then published (0: none)"
+        ),
+    ] = 600.0,
     config: ConfigOption = None,
 ) -> None:
     """The whole pipeline on this machine, fed with sshd logs; prints the console's URL."""
     from socpipe.demo import DemoRun
 
     settings = _settings(config)
-    DemoRun(settings, console=console).run(duration=duration, rate=rate)
+    DemoRun(settings, console=console).run(duration=duration, rate=rate, train_after=train_after)
 
 
 # --- config ---------------------------------------------------------------------------------

@@ -3,12 +3,16 @@
 Starts the local services, creates the topics, installs the SigmaHQ rules from the shared data
 (``socpipe rules import``) beside socpipe's own (``rules/socpipe``), writes a config for this run
 into the state directory, starts each stage as its own process (a collector per agency, a
-detector running the Sigma engine, the correlator, the alerting worker and the API), replays
-sshd lines and recorded Windows attacks (OTRF) into the agencies' log files at a steady rate
-with current timestamps, and prints the console's URL, a user to sign in with (admin) and an
-API token. Without the shared
-data, generated sshd lines and socpipe's own rules only. Ctrl-C stops the stages; the services
-stay up for the next run (`socpipe services down` stops them).
+detector running the Sigma engine, the correlator, the anomaly scorer, the alerting worker and
+the API), replays sshd lines and recorded Windows attacks (OTRF) into the agencies' log files at
+a steady rate with current timestamps, and prints the console's URL, a user to sign in with
+(admin) and an API token. After ``train_after`` seconds of feed it trains the anomaly model on
+what was indexed so far and publishes it, as an operator would (``socpipe model train --from
+elasticsearch``, ``socpipe model publish``); the running scorer takes it over, and from then on
+the feed slips in, every few minutes, a burst of failed logons from a new address at one commune
+for the model to find. Without the shared data, generated sshd lines and socpipe's own rules
+only. Ctrl-C stops the stages; the services stay up for the next run (`socpipe services down`
+stops them).
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ WINDOWS_AGENCY = DemoAgency(
 _OTRF_PER_DATASET = 2_000
 # The console's user (a soc_admin), made by the demo with a password of its own.
 DEMO_USER = "admin"
+# The demo's anomaly model: each host's minutes, measured against the feed's first minutes.
+MODEL_ENTITY, MODEL_WINDOW = "host", "1m"
+# Once the model runs: a burst of failed logons from a new address every few minutes.
+BURST_EVERY_S, BURST_LINES = 180.0, 400
 
 
 class DemoRun:
@@ -85,11 +93,13 @@ class DemoRun:
         self.dir = self.services.home / "demo"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = threading.Event()
+        self.model_ready = threading.Event()  # the anomaly model is published
         self.windows = otrf_lines(per_dataset=_OTRF_PER_DATASET)
         self.agencies = (*AGENCIES, WINDOWS_AGENCY) if self.windows else AGENCIES
 
-    def run(self, duration: float = 0.0, rate: float = 40.0) -> None:
-        """Run until Ctrl-C, or for ``duration`` seconds when it is above zero."""
+    def run(self, duration: float = 0.0, rate: float = 40.0, train_after: float = 600.0) -> None:
+        """Run until Ctrl-C, or for ``duration`` seconds when it is above zero; train and
+        publish the anomaly model after ``train_after`` seconds of feed (0: never)."""
         say = self.console.print
         self.services.up(progress=lambda msg: say(f"[cyan]•[/] {msg}"))
         token = secrets.token_urlsafe(24)
@@ -109,6 +119,11 @@ class DemoRun:
             source = loghub_openssh() or "generated sshd lines (no ../shared/data here)"
             feeder = threading.Thread(target=self._feed, args=(rate,), daemon=True)
             feeder.start()
+            if train_after > 0:
+                trainer = threading.Thread(
+                    target=self._train_model, args=(config, train_after, say), daemon=True
+                )
+                trainer.start()
             say(
                 f"\n[bold green]socpipe is running.[/] Feeding {source} for "
                 f"{', '.join(a.name for a in AGENCIES)}"
@@ -126,6 +141,11 @@ class DemoRun:
             )
             say(f"  API token: {token}   (also in {self.dir / 'api-token'})")
             say(f"  try:       curl -H 'Authorization: Bearer {token}' {url}alerts")
+            if train_after > 0:
+                say(
+                    f"  anomaly:   the model ({MODEL_ENTITY} per {MODEL_WINDOW}) is trained on "
+                    f"the first {train_after / 60:.0f} minutes of feed, then published"
+                )
             say(f"  stage logs in {self.dir / 'logs'}; Ctrl-C stops the demo.\n")
             deadline = time.monotonic() + duration if duration > 0 else None
             while not self.stop.is_set():
@@ -193,6 +213,8 @@ class DemoRun:
         base["detector"]["rules_paths"] = base["detector"]["rules_paths"] or [
             str(path) for path in rules
         ]
+        # The demo's feed is live and in order: windows are judged a minute after they end.
+        base["anomaly"]["lateness_s"] = 60
         base["kafka"]["bootstrap_servers"] = [self.services.kafka_bootstrap]
         base["elasticsearch"]["hosts"] = [self.services.es_url]
         base["api"] = {
@@ -294,6 +316,7 @@ class DemoRun:
             )
         self._spawn("detect", ["detect"], config, {})
         self._spawn("correlate", ["correlate"], config, {})
+        self._spawn("anomaly", ["anomaly"], config, {})
         self._spawn("watch", ["watch"], config, {})
         self._spawn("alert", ["alert"], config, {})
         self._spawn("api", ["api"], config, {})
@@ -332,17 +355,73 @@ class DemoRun:
                 self.console.print(f"[yellow]{name} did not stop in 30s; killing it[/]")
                 proc.kill()
 
+    def _train_model(self, config: Path, after_s: float, say: Callable[[str], object]) -> None:
+        """After ``after_s`` seconds of feed, train the anomaly model on the events indexed so
+        far and publish it, with the CLI as an operator runs it (log: logs/model.log)."""
+        if self.stop.wait(after_s):
+            return
+        model = self.dir / f"{MODEL_ENTITY}-{MODEL_WINDOW}.skops"
+        since = f"{max(2, round(after_s / 60) + 1)}m"
+        steps = [
+            ["model", "train", "--from", "elasticsearch", "--since", since,
+             "--entity", MODEL_ENTITY, "--window", MODEL_WINDOW, "-o", str(model)],
+            ["model", "publish", str(model)],
+        ]  # fmt: skip
+        with (self.dir / "logs" / "model.log").open("ab") as log_file:
+            for step in steps:
+                done = subprocess.run(
+                    [sys.executable, "-m", "socpipe", *step, "--config", str(config)],
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUTF8": "1", "COLUMNS": "200"},
+                    check=False,
+                )
+                if done.returncode != 0:
+                    say(
+                        f"[yellow]the anomaly model was not {step[1]}ed; see "
+                        f"{self.dir / 'logs' / 'model.log'}[/]"
+                    )
+                    return
+        self.model_ready.set()
+        say(
+            f"[cyan]•[/] anomaly model {MODEL_ENTITY}-{MODEL_WINDOW} trained on the feed so far "
+            "and published (socpipe model status); bursts of failed logons now slip in at "
+            f"{AGENCIES[1].name} every {BURST_EVERY_S / 60:.0f} minutes"
+        )
+
+    def _burst(self, number: int) -> list[str]:
+        """Failed logons for root from one new address (TEST-NET-3), sshd lines."""
+        address = f"203.0.113.{number % 250 + 1}"
+        return [
+            f"Dec 10 06:55:46 LabSZ sshd[{30000 + n}]: Failed password for root from {address} "
+            f"port {40000 + n} ssh2"
+            for n in range(BURST_LINES)
+        ]
+
     def _feed(self, rate: float) -> None:
-        """Append samples to each agency's log in blocks, with current timestamps, forever."""
+        """Append samples to each agency's log in blocks, with current timestamps, forever;
+        once the anomaly model runs, a burst at the commune now and then."""
         lines = sshd_lines()
+        bursts = 0
+        next_burst = 0.0
         block = max(1, int(rate))
         handles = {a.id: (self.dir / a.log_name).open("a", encoding="utf-8") for a in self.agencies}
         try:
             position = windows_position = 0
             while not self.stop.is_set():
+                if self.model_ready.is_set() and not next_burst:
+                    # The scorer starts the model at its next whole window: burst after it.
+                    next_burst = time.monotonic() + 75.0
+                burst = bool(next_burst) and time.monotonic() >= next_burst
+                if burst:
+                    bursts += 1
+                    next_burst = time.monotonic() + BURST_EVERY_S
                 for index, agency in enumerate(AGENCIES):
                     start = (position + index * len(lines) // 2) % len(lines)
                     chunk = [lines[(start + i) % len(lines)] for i in range(block)]
+                    if burst and index == 1:
+                        chunk += self._burst(bursts)
                     handles[agency.id].write("\n".join(restamp(chunk, agency.host)) + "\n")
                     handles[agency.id].flush()
                 position = (position + block) % len(lines)

@@ -20,6 +20,7 @@ template and ``template.unseen``:
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ UNSEEN: Final = "template.unseen"
 MAX_DISTINCT: Final = 10_000
 ENTITIES: Final[tuple[Entity, ...]] = ("user", "host", "source_ip", "agency")
 _ZONE: Final = ZoneInfo("Asia/Ho_Chi_Minh")
+# drain3 logs "Starting Drain3 template miner" at INFO for every miner: one per fold here.
+logging.getLogger("drain3.template_miner").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
