@@ -251,15 +251,16 @@ def sshd_events(
     events = []
     for n in range(count):
         base = parsed[n % len(parsed)]
-        user = f"user{rng.randrange(users)}"
+        number = rng.randrange(users)
         moment = start + timedelta(seconds=rng.randrange(span))
         events.append(
             {
                 **base,
                 "@timestamp": moment.isoformat(),
-                "user": {"name": user},
+                "user": {"name": f"user{number}"},
                 "host": {"name": f"host{rng.randrange(60)}"},
-                "organization": {"id": f"agency{rng.randrange(30)}"},
+                # A user belongs to one agency (30 of them).
+                "organization": {"id": f"agency{number % 30}"},
             }
         )
     return events
@@ -280,7 +281,9 @@ def speed(train_events: int, score_events: int) -> dict[str, Any]:
         f"training on {len(events):,} events ({model.meta.windows:,} windows of users and hours): "
         f"{seconds:.1f} s, {len(events) / seconds:,.0f} events/s"
     )
-    scoring = sshd_events(score_events, seed=11)
+    # As dense as the baseline (events per user and hour), over fewer days.
+    scoring = sshd_events(score_events, days=max(1, round(14 * score_events / train_events)),
+                          seed=11)  # fmt: skip
 
     def fold_and_score() -> int:
         windows = model.windows()

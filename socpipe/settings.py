@@ -382,6 +382,9 @@ class AnomalySettings(_Section):
     # hold them all in memory); the count of events left out is logged.
     max_windows: int = Field(default=500_000, ge=1000)
     severity: LevelName = "medium"
+    # The model names this scorer runs (none: every model in force), to share models out
+    # between scorers, each with a group_id of its own.
+    models: list[str] = Field(default_factory=list)
 
 
 Language = Literal["vi", "en"]

@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from numpy.typing import NDArray
 
 from detectors.anomaly.model import AnomalyModel, Judgement
 from detectors.anomaly.publish import ModelWatcher
-from detectors.anomaly.windows import Windows, event_time
+from detectors.anomaly.windows import WindowKey, Windows, event_time
 from socpipe.counters import CounterPublisher, StageCounters
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.kafka import client_options, ensure_topics, make_producer
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 SAMPLES: Final = 3
 # Replayed at start beyond the longest window and the lateness, for records written late.
 _MARGIN_S: Final = 15 * 60
+_NO_ROWS: Final = np.zeros((0, 0))
 _TIERS: Final = frozenset(tier.value for tier in Tier)
 _ENTITY_LABEL: Final = {
     "user": "account",
@@ -122,20 +125,20 @@ class ModelRun:
             fold.samples = SAMPLES
         fold.add(event, may_open=may_open)
 
-    def close(self, agency: str, before: datetime) -> list[Judgement]:
-        """Judge the agency's windows that ended at or before ``before``."""
+    def close(self, agency: str, before: datetime) -> tuple[list[WindowKey], NDArray[np.float64]]:
+        """Take the agency's windows that ended at or before ``before`` (keys and rows)."""
         fold = self.folds.get(agency)
         if fold is None or not len(fold):
-            return []
+            return [], _NO_ROWS
         keys, rows = fold.take(before)
         if not keys:
-            return []
+            return [], _NO_ROWS
         seconds = self.model.meta.window_s
         epoch = int(before.timestamp())
         edge = datetime.fromtimestamp(epoch - epoch % seconds, UTC)
         if agency not in self.horizon or edge > self.horizon[agency]:
             self.horizon[agency] = edge
-        return self.model.judge(keys, rows)
+        return keys, rows
 
 
 def boundary_after(moment: datetime, seconds: int) -> datetime:
@@ -169,7 +172,9 @@ class AnomalyHandler:
         self.clock = clock
         self.wall = wall
         self.runs: dict[str, ModelRun] = {
-            name: ModelRun(name, model) for name, model in (models or {}).items()
+            name: ModelRun(name, model)
+            for name, model in (models or {}).items()
+            if self._mine(name)
         }
         self.retiring: list[ModelRun] = []
         self.watermarks: dict[str, datetime] = {}  # agency → its latest event time
@@ -249,18 +254,26 @@ class AnomalyHandler:
         lateness = timedelta(seconds=self.settings.lateness_s)
         now, wall = self.clock(), self.wall()
         for run in [*self.runs.values(), *self.retiring]:
+            keys: list[WindowKey] = []
+            rows: list[NDArray[np.float64]] = []
             for agency in list(run.folds):
                 before = self._closing_point(agency, now, wall, lateness)
-                if before is None:
+                if before is not None:
+                    closed, matrix = run.close(agency, before)
+                    if closed:
+                        keys += closed
+                        rows.append(matrix)
+            if not keys:
+                continue
+            # One scoring per model and batch: the forest's cost is mostly per call.
+            for judgement in run.model.judge(keys, np.concatenate(rows)):
+                if not judgement.anomalous:
                     continue
-                seen = self.replayed.get(agency)
-                for judgement in run.close(agency, before):
-                    if not judgement.anomalous:
-                        continue
-                    end = judgement.key.start + run.window
-                    if seen is not None and end + lateness <= seen:
-                        continue  # judged before the restart: this is its replay
-                    futures.append(self._send(run, judgement))
+                seen = self.replayed.get(judgement.key.agency or "unknown")
+                end = judgement.key.start + run.window
+                if seen is not None and end + lateness <= seen:
+                    continue  # judged before the restart: this is its replay
+                futures.append(self._send(run, judgement))
         self._retire(now, wall, lateness)
         return futures
 
@@ -316,6 +329,8 @@ class AnomalyHandler:
         if not changes:
             return
         for name, model in changes.items():
+            if not self._mine(name):
+                continue
             old = self.runs.pop(name, None)
             if model is None:
                 if old is not None:
@@ -338,6 +353,10 @@ class AnomalyHandler:
             )
             self.runs[name] = new
         self.watcher.running({name: run.model.meta.version for name, run in self.runs.items()})
+
+    def _mine(self, name: str) -> bool:
+        """Whether this scorer runs the model ``name`` (``anomaly.models``, empty: all)."""
+        return not self.settings.models or name in self.settings.models
 
     def _log_full(self, runs: list[ModelRun]) -> None:
         now = self.clock()
@@ -441,7 +460,6 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
     watcher = ModelWatcher(settings.kafka, publish_status=publish_status)
     models = watcher.initial()
-    watcher.running({name: model.meta.version for name, model in models.items()})
     watcher.start()
     counters = StageCounters("anomaly", scorer_id)
     # Its own producer: the stream loop closes its producer before the last counts are sent.
@@ -466,7 +484,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
     )
     consumer = KafkaConsumer(**options)
     assign_and_rebuild(consumer, topics.events, handler)
-    log.info("scoring %s with %s", topics.events, ", ".join(models) or "no model yet")
+    watcher.running({name: run.model.meta.version for name, run in handler.runs.items()})
+    log.info("scoring %s with %s", topics.events, ", ".join(handler.runs) or "no model yet")
     publisher.start()
     try:
         StreamLoop(

@@ -60,7 +60,7 @@ class Watcher:
 
 def handler_for(
     producer: InMemoryProducer,
-    models: dict[str, AnomalyModel],
+    running: dict[str, AnomalyModel],
     clock: Clock | None = None,
     watcher: Watcher | None = None,
     **settings: Any,
@@ -71,7 +71,7 @@ def handler_for(
         DeadLetterWriter(producer, "dlq", "anomaly"),  # type: ignore[arg-type]
         detections_topic="detections",
         settings=AnomalySettings(**settings),
-        models=models,
+        models=running,
         watcher=watcher,  # type: ignore[arg-type]
         clock=lambda: clock.now,
         wall=lambda: clock.wall,
@@ -240,6 +240,20 @@ def test_a_published_model_takes_over_at_the_next_window_and_the_old_one_finishe
     handler(messages(ordinary("user5", NIGHT + timedelta(hours=4, minutes=5)), first=400))
     assert len(detections(producer)) == 2 and handler.runs == {}
     assert watcher.reported[-1] == {}
+
+
+def test_a_scorer_runs_only_the_models_it_is_given(model: AnomalyModel) -> None:
+    producer = InMemoryProducer()
+    watcher = Watcher()
+    handler = handler_for(
+        producer, {"user-1h": model, "host-5m": model}, watcher=watcher, models=["host-5m"]
+    )
+    assert list(handler.runs) == ["host-5m"]
+    watcher.pending = {"user-1h": model, "user-1d": model}
+    handler(messages(ordinary("user5", NIGHT)))
+    assert list(handler.runs) == ["host-5m"] and watcher.reported == [
+        {"host-5m": model.meta.version}
+    ]
 
 
 def test_a_new_model_s_first_window_is_a_whole_one(model: AnomalyModel) -> None:
