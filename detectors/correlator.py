@@ -108,22 +108,13 @@ class CorrelateHandler:
         futures: list[Any] = []
         latest: dict[int, datetime] = {}
         for message in messages:
-            where = f"{message.topic}/{message.partition}@{message.offset}"
             try:
                 record = orjson.loads(message.value)
                 state_key, rules, event = record["c"], record["rules"], record["event"]
                 if not isinstance(event, dict) or not isinstance(rules, list):
                     raise TypeError("event must be an object and rules a list")
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                futures.append(
-                    self.dlq.send(
-                        f"{where}: not a correlation candidate: {exc}",
-                        message.value,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                    )
-                )
+                futures.append(self.dlq.refuse(message, f"not a correlation candidate: {exc}"))
                 if self.counters is not None:
                     self.counters.add(_agency_of(message.value), "dead_lettered")
                 continue

@@ -114,7 +114,7 @@ class RawRecordHandler:
             # Only this agency's credential can write this topic (None: the SOC's own soc.raw).
             claimed = agency_of_topic(self.raw_topic, message.topic)
             if message_kind(message.headers) == HEARTBEAT_KIND:
-                futures.append(self._heartbeat(message, claimed, where))
+                futures.append(self._heartbeat(message, claimed))
                 continue
             try:
                 batch = RawBatch.from_json(message.value, where=where)
@@ -208,7 +208,7 @@ class RawRecordHandler:
                 self.counters.add(agency, measure, n)
         return futures
 
-    def _heartbeat(self, message: Any, claimed: str | None, where: str) -> Any:
+    def _heartbeat(self, message: Any, claimed: str | None) -> Any:
         """Pass a collector's heartbeat on to soc.heartbeats once its agency is the topic's."""
         try:
             beat = orjson.loads(message.value)
@@ -217,23 +217,13 @@ class RawRecordHandler:
             if not isinstance(agency, str) or not isinstance(collector, str):
                 raise TypeError("agency.id and collector.id must be strings")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            reason = f"{where}: not a collector heartbeat: {type(exc).__name__}: {exc}"
-            return self.dlq.send(
-                reason,
-                message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                agency=claimed,
-            )
+            why = f"not a collector heartbeat: {type(exc).__name__}: {exc}"
+            return self.dlq.refuse(message, why, agency=claimed)
         if claimed is not None and agency != claimed:
-            return self.dlq.send(
-                f"{where}: a heartbeat claims agency {agency} but came on {message.topic}, "
+            return self.dlq.refuse(
+                message,
+                f"a heartbeat claims agency {agency} but came on {message.topic}, "
                 f"which only agency {claimed}'s credential can write",
-                message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
                 agency=claimed,
             )
         beat["via"] = message.topic

@@ -52,3 +52,15 @@ class DeadLetterWriter:
         where = f"{topic}/{partition}@{offset}" if topic is not None else "input"
         log.warning("dead letter from %s (%s, agency %s): %s", where, self.stage, agency, reason)
         return self.producer.send(self.topic, key=(agency or "").encode(), value=letter.to_json())
+
+    def refuse(self, message: Any, why: str, *, agency: str | None = None) -> Any:
+        """Dead-letter a Kafka record (``message``: a consumer record) as it came, its reason
+        starting with where it was read (``topic/partition@offset: why``)."""
+        return self.send(
+            f"{message.topic}/{message.partition}@{message.offset}: {why}",
+            message.value,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            agency=agency,
+        )

@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
 from detectors.anomaly.model import AnomalyModel, loads
 from detectors.reload import CompactedFollower
-from detectors.sigma.publish import topic_values
+from detectors.sigma.publish import latest_statuses
 from socpipe.errors import ConfigError
 from socpipe.kafka import ensure_topics, make_producer
 from socpipe.records import utcnow
@@ -151,15 +149,7 @@ def status(settings: Settings, timeout_s: float = 60.0) -> ModelsStatus:
             "bytes": len(data),
         }
     ensure_topics(settings.kafka, ["heartbeats"])
-    latest: dict[str, dict[str, Any]] = {}
-    for value in topic_values(settings, settings.kafka.topics.heartbeats, timeout_s):
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("kind") == STATUS_KIND:
-            latest[str(record.get("scorer"))] = record
-    return ModelsStatus(models, sorted(latest.values(), key=lambda r: str(r.get("scorer"))))
+    return ModelsStatus(models, latest_statuses(settings, STATUS_KIND, "scorer", timeout_s))
 
 
 def format_status(state: ModelsStatus) -> list[str]:

@@ -209,16 +209,7 @@ class AnomalyHandler:
                 if not isinstance(event, dict):
                     raise TypeError(f"a {type(event).__name__}, not an object")
             except (orjson.JSONDecodeError, TypeError) as exc:
-                where = f"{message.topic}/{message.partition}@{message.offset}"
-                futures.append(
-                    self.dlq.send(
-                        f"{where}: not an ECS event: {exc}",
-                        message.value,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                    )
-                )
+                futures.append(self.dlq.refuse(message, f"not an ECS event: {exc}"))
                 if self.counters is not None:
                     self.counters.add("unknown", "dead_lettered")
                 continue

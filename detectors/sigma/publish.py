@@ -92,15 +92,23 @@ def status(settings: Settings, timeout_s: float = 30.0) -> RulesStatus:
             in_force["files"] = len(in_force.get("files") or [])
         except BundleError as error:
             in_force = {"error": str(error)}
+    return RulesStatus(in_force, latest_statuses(settings, STATUS_KIND, "detector", timeout_s))
+
+
+def latest_statuses(
+    settings: Settings, kind: str, by: str, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The last status record of ``kind`` on ``soc.heartbeats`` of each process (its name in
+    the field ``by``), ordered by that name."""
     latest: dict[str, dict[str, Any]] = {}
-    for value in topic_values(settings, topics.heartbeats, timeout_s):
+    for value in topic_values(settings, settings.kafka.topics.heartbeats, timeout_s):
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get("kind") == STATUS_KIND:
-            latest[str(record.get("detector"))] = record
-    return RulesStatus(in_force, sorted(latest.values(), key=lambda r: str(r.get("detector"))))
+        if isinstance(record, dict) and record.get("kind") == kind:
+            latest[str(record.get(by))] = record
+    return [latest[name] for name in sorted(latest)]
 
 
 def topic_values(settings: Settings, topic: str, timeout_s: float) -> list[bytes]:

@@ -23,11 +23,11 @@ from detectors.anomaly.model import save, train
 from detectors.anomaly.windows import WindowSpec
 from detectors.normalize import Normalizer
 from socpipe.elastic import make_elasticsearch
-from socpipe.kafka import ensure_topics, make_admin, make_consumer, make_producer
-from socpipe.records import Detection, RawBatch, RawRecord, SourceRef
+from socpipe.kafka import ensure_topics, make_admin, make_producer
+from socpipe.records import RawBatch, RawRecord, SourceRef
 from socpipe.settings import Settings
 from tests.support.cli import run_socpipe
-from tests.support.stages import Stages
+from tests.support.stages import Stages, detections_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.elasticsearch, pytest.mark.slow]
 
@@ -93,18 +93,6 @@ def _ship(settings: Settings, records: list[RawRecord]) -> None:
     producer.send(settings.kafka.topics.raw, value=RawBatch(records=records).to_json())
     producer.flush()
     producer.close()
-
-
-def _anomaly_detections(settings: Settings) -> list[Detection]:
-    consumer = make_consumer(
-        settings.kafka, f"e2e-read-{time.monotonic_ns()}", [settings.kafka.topics.detections],
-        consumer_timeout_ms=5_000,
-    )  # fmt: skip
-    try:
-        found = [Detection.from_json(message.value) for message in consumer]
-    finally:
-        consumer.close()
-    return [d for d in found if d.detector.type == "anomaly"]
 
 
 def _wait(what: str, running: Stages, check: Any, timeout_s: float = 120) -> Any:
@@ -210,7 +198,7 @@ def test_a_published_model_scores_the_stream_and_a_new_one_takes_over_without_re
         failures = {f["feature"]: f for f in anomaly["features"]}.get("authentication.failure")
         # The restarted scorer rebuilt the window from the replay: all 45 failures counted.
         assert failures is not None and failures["value"] == 45 and failures["high"] < 45
-        (detection,) = _anomaly_detections(settings)
+        (detection,) = detections_of(settings, "anomaly")
         assert detection.detector.version == version_a and detection.timestamp == night
 
         # A second model, published while everything runs, judges the next hour.
@@ -230,10 +218,10 @@ def test_a_published_model_scores_the_stream_and_a_new_one_takes_over_without_re
         found = _wait(
             "the second detection",
             running,
-            lambda: [d for d in _anomaly_detections(settings) if d.entities.user == "user4"],
+            lambda: [d for d in detections_of(settings, "anomaly") if d.entities.user == "user4"],
         )
         assert [d.detector.version for d in found] == [version_b]
-        assert [d.id for d in _anomaly_detections(settings) if d.entities.user == "user3"] == [
+        assert [d.id for d in detections_of(settings, "anomaly") if d.entities.user == "user3"] == [
             detection.id
         ]
 

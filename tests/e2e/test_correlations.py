@@ -14,10 +14,10 @@ import pytest
 import yaml
 from kafka import TopicPartition
 
-from socpipe.kafka import ensure_topics, make_admin, make_consumer, make_producer
+from socpipe.kafka import ensure_topics, make_admin, make_producer
 from socpipe.records import Detection, RawBatch, RawRecord, SourceRef
 from socpipe.settings import Settings
-from tests.support.stages import Stages
+from tests.support.stages import Stages, detections_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.slow]
 
@@ -54,18 +54,6 @@ def _syslog_batch(lines: list[tuple[int, datetime, str]], host: str) -> bytes:
             )
         )
     return RawBatch(records=records).to_json()
-
-
-def _correlation_detections(settings: Settings) -> list[Detection]:
-    consumer = make_consumer(
-        settings.kafka, f"e2e-read-{time.monotonic_ns()}", [settings.kafka.topics.detections],
-        consumer_timeout_ms=5_000,
-    )  # fmt: skip
-    try:
-        found = [Detection.from_json(message.value) for message in consumer]
-    finally:
-        consumer.close()
-    return [d for d in found if d.detector.type == "correlation"]
 
 
 def _consumed(settings: Settings, group: str, topic: str, wanted: int, running: Stages) -> None:
@@ -122,7 +110,7 @@ def test_two_detectors_and_a_restarted_correlator_fire_once(
         hits: list[Detection] = []
         while time.monotonic() < deadline and not hits:
             running.check()
-            hits = _correlation_detections(settings)
+            hits = detections_of(settings, "correlation")
         assert len(hits) == 1, hits
         (hit,) = hits
         assert hit.rule.title == "SSH brute force from one source"
@@ -144,7 +132,7 @@ def test_two_detectors_and_a_restarted_correlator_fire_once(
         running.start("correlate", "correlate")
         time.sleep(8)
         running.check()
-        assert [d.id for d in _correlation_detections(settings)] == [hit.id]
+        assert [d.id for d in detections_of(settings, "correlation")] == [hit.id]
     finally:
         running.stop_all()
 
@@ -200,7 +188,7 @@ def test_a_restarted_correlator_rebuilds_a_new_value_history_from_the_topic(
         producer.send(topics.raw, value=_syslog_batch(history, "so-tttt-srv"))
         producer.flush()
         _consumed(settings, group, topics.correlate, 3, running)
-        assert _correlation_detections(settings) == []
+        assert detections_of(settings, "correlation") == []
 
         running.kill("correlate")  # its history is only in soc.correlate now
         running.start("correlate", "correlate")
@@ -212,7 +200,7 @@ def test_a_restarted_correlator_rebuilds_a_new_value_history_from_the_topic(
         hits: list[Detection] = []
         while time.monotonic() < deadline and not hits:
             running.check()
-            hits = _correlation_detections(settings)
+            hits = detections_of(settings, "correlation")
         assert len(hits) == 1, hits
         (hit,) = hits
         assert hit.rule.title == "Login from an address new to the account"
@@ -224,6 +212,6 @@ def test_a_restarted_correlator_rebuilds_a_new_value_history_from_the_topic(
         _consumed(settings, group, topics.correlate, 6, running)
         time.sleep(5)
         running.check()
-        assert [d.id for d in _correlation_detections(settings)] == [hit.id]
+        assert [d.id for d in detections_of(settings, "correlation")] == [hit.id]
     finally:
         running.stop_all()

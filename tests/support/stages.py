@@ -7,7 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from socpipe.kafka import make_consumer
+from socpipe.records import Detection
+from socpipe.settings import Settings
 
 
 def free_port() -> int:
@@ -53,3 +58,17 @@ class Stages:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def detections_of(settings: Settings, detector_type: str) -> list[Detection]:
+    """Every detection of ``detector_type`` on soc.detections so far (read by a group of its
+    own, from the start)."""
+    consumer = make_consumer(
+        settings.kafka, f"e2e-read-{time.monotonic_ns()}", [settings.kafka.topics.detections],
+        consumer_timeout_ms=5_000,
+    )  # fmt: skip
+    try:
+        found = [Detection.from_json(message.value) for message in consumer]
+    finally:
+        consumer.close()
+    return [d for d in found if d.detector.type == detector_type]
