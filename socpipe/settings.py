@@ -385,6 +385,8 @@ class AnomalySettings(_Section):
     # The model names this scorer runs (none: every model in force), to share models out
     # between scorers, each with a group_id of its own.
     models: list[str] = Field(default_factory=list)
+    # Port of the Prometheus metrics endpoint on 127.0.0.1; 0 turns it off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
 Language = Literal["vi", "en"]

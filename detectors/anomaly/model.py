@@ -130,11 +130,11 @@ class AnomalyModel:
         return anomaly_scores(self.pipeline, rows, self.meta.novelty_limit)
 
     def threshold_for(self, key: WindowKey) -> float:
-        """The threshold of ``key``'s entity (raised by feedback), else of its agency, else
-        the model's."""
+        """The threshold of ``key``'s entity at its agency (raised by feedback), else of its
+        agency, else the model's."""
         meta = self.meta
         base = meta.agency_thresholds.get(key.agency or "", meta.threshold)
-        return max(base, meta.entity_thresholds.get(key.entity, base))
+        return max(base, meta.entity_thresholds.get(entity_key(key.agency, key.entity), base))
 
     def judge(
         self, keys: list[WindowKey], rows: NDArray[np.float64], *, top: int = 3
@@ -152,6 +152,12 @@ class AnomalyModel:
             )
             judged.append(Judgement(key, score, threshold, features))
         return judged
+
+
+def entity_key(agency: str | None, entity: str) -> str:
+    """How ``entity_thresholds`` names an agency's entity (``so-tttt/nguyen.van.a``): the same
+    account name at two agencies is two people."""
+    return f"{agency or ''}/{entity}"
 
 
 def _versions() -> dict[str, str]:
@@ -235,17 +241,17 @@ def train(
     contamination: float | Literal["auto"] = "auto",
     agency_rate: float | None = None,
     templates: int = 200,
-    exclude: Iterable[tuple[str, datetime, datetime]] = (),
+    exclude: Iterable[tuple[str, str, datetime, datetime]] = (),
     n_estimators: int = 200,
     random_state: int = 0,
 ) -> AnomalyModel:
     """A model of the baseline ``events`` (read twice: templates, then windows).
 
-    ``exclude`` names windows (entity, and the first and last window start) analysts judged
-    false positives of an earlier model: they are left out of the baseline (a window the old
-    model found odd is no sure example of normal), and their entity's threshold is raised just
-    above what they score under the new model (``entity_thresholds``), so the same behaviour
-    does not alert again.
+    ``exclude`` names windows (agency, entity, and the first and last window start) analysts
+    judged false positives of an earlier model: they are left out of the baseline (a window the
+    old model found odd is no sure example of normal), and that agency's entity's threshold is
+    raised just above what they score under the new model (``entity_thresholds``, keyed by
+    :func:`entity_key`), so the same behaviour does not alert again.
     """
     events = list(events)
     miner = Templates()
@@ -263,11 +269,14 @@ def train(
                 times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
     keys, rows = windows.take()
     ranges: dict[str, list[tuple[datetime, datetime]]] = {}
-    for who, first, last in exclude:
-        ranges.setdefault(who, []).append((first.astimezone(UTC), last.astimezone(UTC)))
+    for agency, who, first, last in exclude:
+        ranges.setdefault(entity_key(agency, who), []).append(
+            (first.astimezone(UTC), last.astimezone(UTC))
+        )
 
     def judged_false(key: WindowKey) -> bool:
-        return any(first <= key.start <= last for first, last in ranges.get(key.entity, ()))
+        spans = ranges.get(entity_key(key.agency, key.entity), ())
+        return any(first <= key.start <= last for first, last in spans)
 
     dropped = [i for i, key in enumerate(keys) if judged_false(key)]
     kept = [i for i, key in enumerate(keys) if not judged_false(key)]
@@ -303,7 +312,8 @@ def train(
             strict=True,
         ):
             raised = max(threshold, min(float(score) + FEEDBACK_MARGIN, 1.0))
-            entity_thresholds[key.entity] = max(entity_thresholds.get(key.entity, 0.0), raised)
+            name = entity_key(key.agency, key.entity)
+            entity_thresholds[name] = max(entity_thresholds.get(name, 0.0), raised)
     names = list(windows.features)
     created = datetime.now(UTC)
     digest = data_hash(names, rows)

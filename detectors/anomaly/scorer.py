@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -44,6 +44,8 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from detectors.anomaly.model import AnomalyModel, Judgement
 from detectors.anomaly.publish import ModelWatcher
@@ -184,9 +186,14 @@ class AnomalyHandler:
         self.replay_until: dict[int, int] = {}
         # agency → the latest event time of its replayed records (what was seen before).
         self.replayed: dict[str, datetime] = {}
+        # Running totals (the metrics endpoint reads them when scraped).
         self.detections = 0
+        self.events = 0
         self.untimed = 0
+        self.judged: dict[tuple[str, bool], int] = {}  # (model name, anomalous) → windows
+        self.open_windows: dict[str, int] = {}  # model name → windows open after the last tick
         self._full_logged = 0.0
+        self._late_retired = 0
 
     @property
     def lookback_s(self) -> float:
@@ -213,6 +220,7 @@ class AnomalyHandler:
                 if self.counters is not None:
                     self.counters.add("unknown", "dead_lettered")
                 continue
+            self.events += 1
             moment = event_time(event.get("@timestamp"))
             if moment is None:
                 self.untimed += 1
@@ -258,6 +266,8 @@ class AnomalyHandler:
                 continue
             # One scoring per model and batch: the forest's cost is mostly per call.
             for judgement in run.model.judge(keys, np.concatenate(rows)):
+                tally = (run.name, judgement.anomalous)
+                self.judged[tally] = self.judged.get(tally, 0) + 1
                 if not judgement.anomalous:
                     continue
                 seen = self.replayed.get(judgement.key.agency or "unknown")
@@ -266,7 +276,16 @@ class AnomalyHandler:
                     continue  # judged before the restart: this is its replay
                 futures.append(self._send(run, judgement))
         self._retire(now, wall, lateness)
+        opened: dict[str, int] = {}
+        for run in [*self.runs.values(), *self.retiring]:
+            opened[run.name] = opened.get(run.name, 0) + run.open_windows()
+        self.open_windows = opened
         return futures
+
+    @property
+    def late(self) -> int:
+        """Events not counted because their window was already judged (all runs so far)."""
+        return self._late_retired + sum(run.late for run in [*self.runs.values(), *self.retiring])
 
     def _closing_point(
         self, agency: str, now: float, wall: datetime, lateness: timedelta
@@ -289,6 +308,7 @@ class AnomalyHandler:
                 for agency, until in (run.until or {}).items()
             )
             if done:
+                self._late_retired += run.late
                 log.info("model %s %s retired", run.name, run.model.meta.version)
             else:
                 kept.append(run)
@@ -323,6 +343,8 @@ class AnomalyHandler:
             if not self._mine(name):
                 continue
             old = self.runs.pop(name, None)
+            if old is not None and model is None:
+                self._late_retired += old.late
             if model is None:
                 if old is not None:
                     log.info(
@@ -362,6 +384,47 @@ class AnomalyHandler:
             self.settings.max_windows,
             refused,
         )
+
+
+class ScorerMetrics:
+    """Prometheus metrics of a scorer, read from its handler's totals when scraped (nothing is
+    counted twice in the hot loop)."""
+
+    def __init__(self, handler: AnomalyHandler, registry: CollectorRegistry | None = None) -> None:
+        self.handler = handler
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        handler = self.handler
+        events = CounterMetricFamily(
+            "socpipe_anomaly_events",
+            "Events the scorer read, by outcome (late: their window was already judged)",
+            labels=["outcome"],
+        )
+        events.add_metric(["read"], handler.events)
+        events.add_metric(["untimed"], handler.untimed)
+        events.add_metric(["late"], handler.late)
+        events.add_metric(["dead_lettered"], handler.dlq.count)
+        yield events
+        windows = CounterMetricFamily(
+            "socpipe_anomaly_windows",
+            "Windows judged, by model and verdict",
+            labels=["model", "verdict"],
+        )
+        for (name, anomalous), count in sorted(handler.judged.items()):
+            windows.add_metric([name, "anomalous" if anomalous else "normal"], count)
+        yield windows
+        opened = GaugeMetricFamily(
+            "socpipe_anomaly_open_windows", "Windows open, by model", labels=["model"]
+        )
+        for name, count in sorted(handler.open_windows.items()):
+            opened.add_metric([name], count)
+        yield opened
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        """Serve /metrics on ``address:port`` from a background thread."""
+        start_http_server(port, addr=address, registry=self.registry)
 
 
 def anomaly_detection(
@@ -473,6 +536,8 @@ def run(settings: Settings, stop: threading.Event) -> None:
         auto_offset_reset="earliest",
         max_poll_records=settings.anomaly.batch_size,
     )
+    if settings.anomaly.metrics_port:
+        ScorerMetrics(handler).serve(settings.anomaly.metrics_port)
     consumer = KafkaConsumer(**options)
     assign_and_rebuild(consumer, topics.events, handler)
     watcher.running({name: run.model.meta.version for name, run in handler.runs.items()})
@@ -494,5 +559,5 @@ def run(settings: Settings, stop: threading.Event) -> None:
             "scorer stopped: %d detections; %d events without a time, %d late",
             handler.detections,
             handler.untimed,
-            sum(run.late for run in [*handler.runs.values(), *handler.retiring]),
+            handler.late,
         )

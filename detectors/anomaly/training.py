@@ -71,11 +71,11 @@ def _moment(value: Any) -> datetime:
 
 def false_positives(
     client: Elasticsearch, prefix: str, entity: Entity, since: datetime
-) -> list[tuple[str, datetime, datetime]]:
-    """(entity, first, last) of the anomaly alerts since ``since`` that analysts closed as
-    false positives (status false_positive: the verdict false_positive): the windows of that
-    entity starting from ``first`` to ``last`` (an anomaly detection is stamped with its
-    window's start, and an alert folds those of its dedup window)."""
+) -> list[tuple[str, str, datetime, datetime]]:
+    """(agency, entity, first, last) of the anomaly alerts since ``since`` that analysts closed
+    as false positives (status false_positive: the verdict false_positive): the windows of that
+    agency's entity starting from ``first`` to ``last`` (an anomaly detection is stamped with
+    its window's start, and an alert folds those of its dedup window)."""
     field = ENTITY_FIELD[entity]
     query = {
         "bool": {
@@ -93,9 +93,11 @@ def false_positives(
             client, index=f"{prefix}-alerts", query={"query": query}, size=1000
         ):
             source = hit["_source"]
-            who = source.get("entities", {}).get(field.split(".", 1)[1])
-            if isinstance(who, str):
-                found.append((who, _moment(source["first_seen"]), _moment(source["last_seen"])))
+            entities = source.get("entities", {})
+            who, agency = entities.get(field.split(".", 1)[1]), entities.get("agency")
+            if isinstance(who, str) and isinstance(agency, str):
+                first, last = _moment(source["first_seen"]), _moment(source["last_seen"])
+                found.append((agency, who, first, last))
     except NotFoundError:
         return []
     return found

@@ -59,7 +59,7 @@ def test_training_from_elasticsearch_leaves_out_false_positives(
     meta = model.meta
     assert meta.events == len(events)
     assert meta.excluded_windows == 1
-    assert meta.entity_thresholds["user2"] > meta.threshold
+    assert meta.entity_thresholds["so-tttt/user2"] > meta.threshold
     assert meta.trained_from.startswith("elasticsearch")
     shown = run_socpipe(config, "model", "show", str(output))
     assert shown.returncode == 0 and f'"version": "{meta.version}"' in shown.stdout

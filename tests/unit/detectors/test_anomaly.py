@@ -130,14 +130,22 @@ def test_false_positives_are_left_out_and_raise_their_entity_s_threshold() -> No
     keys, rows = windows.take()
     (judged,) = before.judge(keys, rows)
     assert judged.anomalous  # the old model alerts; an analyst says: false positive
-    after = train(events, spec, trained_from="test", exclude=[("user2", night, night)])
+    after = train(events, spec, trained_from="test", exclude=[("so-tttt", "user2", night, night)])
     assert after.meta.excluded_windows == 1
-    assert after.meta.entity_thresholds["user2"] > after.meta.threshold
+    assert after.meta.entity_thresholds["so-tttt/user2"] > after.meta.threshold
     (again,) = after.judge(keys, rows)
     assert not again.anomalous
-    # Another user doing the same still alerts: the threshold is the entity's own.
+    # Another user doing the same still alerts: the threshold is the entity's own; and so does
+    # an account of the same name at another agency (another person).
     other = [dataclasses.replace(keys[0], entity="user6")]
     assert after.judge(other, rows)[0].anomalous
+    elsewhere = [dataclasses.replace(keys[0], agency="phuong-phuc-xa")]
+    assert after.judge(elsewhere, rows)[0].anomalous
+    # The same name's false positives at another agency leave so-tttt's user2 alone.
+    unrelated = train(
+        events, spec, trained_from="t", exclude=[("so-noi-vu", "user2", night, night)]
+    )
+    assert unrelated.meta.excluded_windows == 0 and unrelated.judge(keys, rows)[0].anomalous
 
 
 def test_too_short_a_baseline_is_refused() -> None:

@@ -14,7 +14,12 @@ import orjson
 import pytest
 
 from detectors.anomaly.model import AnomalyModel, train
-from detectors.anomaly.scorer import AnomalyHandler, anomaly_detection, boundary_after
+from detectors.anomaly.scorer import (
+    AnomalyHandler,
+    ScorerMetrics,
+    anomaly_detection,
+    boundary_after,
+)
 from detectors.anomaly.windows import WindowSpec
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.records import DeadLetter, Detection
@@ -315,3 +320,26 @@ def test_a_detection_names_the_entity_of_its_model(model: AnomalyModel) -> None:
     assert found.entities.tier is not None and found.entities.tier.value == "commune"
     assert found.rule.title == "Unusual host activity (5 min windows)"
     assert found.event_ids  # the window's events, or the detection itself
+
+
+def test_the_metrics_say_what_the_scorer_did(model: AnomalyModel) -> None:
+    producer = InMemoryProducer()
+    handler = handler_for(producer, {"user-1h": model})
+    metrics = ScorerMetrics(handler)
+    handler(messages([*burst("user3", NIGHT), *ordinary("user5", NIGHT)]))
+    handler([Message("soc.events", 0, 99, None, b"{not json")])
+    assert (
+        metrics.registry.get_sample_value("socpipe_anomaly_open_windows", {"model": "user-1h"}) == 2
+    )
+    handler(messages(ordinary("user5", NIGHT + timedelta(hours=1, minutes=5)), first=100))
+    handler(messages(burst("user6", NIGHT)[:4], first=200))  # too late: its hour was judged
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("socpipe_anomaly_events_total", outcome="read") == 45 + 3 + 3 + 4
+    assert sample("socpipe_anomaly_events_total", outcome="late") == 4
+    assert sample("socpipe_anomaly_events_total", outcome="dead_lettered") == 1
+    assert sample("socpipe_anomaly_windows_total", model="user-1h", verdict="anomalous") == 1
+    assert sample("socpipe_anomaly_windows_total", model="user-1h", verdict="normal") == 1
+    assert sample("socpipe_anomaly_open_windows", model="user-1h") == 1  # user5's next hour
