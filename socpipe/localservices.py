@@ -409,7 +409,7 @@ class LocalServices:
         ]
         env = dict(os.environ)
         if not (data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = _cluster_id()
             result = subprocess.run(
                 [
                     java,
@@ -648,3 +648,13 @@ def _group_rss(pgid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def _cluster_id() -> str:
+    """A random Kafka cluster id (base64url of a UUID) that does not start with "-": the
+    storage tool would read one that does as an option (1 time in 64), which is why Kafka's
+    own ``Uuid.randomUuid`` draws again in that case."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
