@@ -36,6 +36,7 @@ from api.errors import ERRORS
 from api.logcontext import bind_request_id, install_request_id_filter
 from api.params import known_query
 from api.routes import (
+    agencies,
     alerts,
     auth,
     cases,
@@ -188,7 +189,8 @@ def create_app(
         )
     app.include_router(health.router)
     app.include_router(auth.router, responses=ERRORS)
-    for module in (alerts, cases, stats, rules, exceptions, collectors, audit_routes, ingest):
+    routers = (alerts, agencies, cases, stats, rules, exceptions, collectors, audit_routes, ingest)
+    for module in routers:
         app.include_router(module.router, responses=ERRORS)
     metrics.install(app, token=settings.api.metrics_token)
     install_request_id_filter()

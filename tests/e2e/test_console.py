@@ -364,8 +364,13 @@ def test_an_agency_viewer_sees_only_its_agency(page: Page, server: ConsoleServer
     sign_in(page, server, "can.bo.px")
     expected = api_get(server, "can.bo.px", "alerts", limit=500)
     expect(queue_rows(page)).to_have_count(expected["total"])
-    agencies = page.locator("tbody tr[data-id] td:nth-child(3)").all_inner_texts()
-    assert agencies and set(agencies) == {"phuong-phuc-xa"}
+    # The agency by its registry name (diacritics and all), its id in the cell's title.
+    (own,) = api_get(server, "can.bo.px", "agencies")["data"]
+    assert own == {"id": "phuong-phuc-xa", "name": "UBND phường Phúc Xá", "tier": "commune"}
+    cells = page.locator("tbody tr[data-id] td:nth-child(3)")
+    assert set(cells.all_inner_texts()) == {own["name"]}
+    assert cells.first.get_attribute("title") == own["id"]
+    expect(page.locator("header .who")).to_contain_text(own["name"])
     # No triage for a viewer: no selection boxes, no bulk bar.
     expect(page.locator("tbody input[type=checkbox]")).to_have_count(0)
     expect(page.get_by_role("link", name="Luật phát hiện")).to_have_count(0)
@@ -442,11 +447,12 @@ def test_the_dashboard_counts_as_the_api_and_leads_to_the_queue(
     expect(page.locator("svg.chart")).not_to_have_count(0)
     # The numbers behind the agency chart are the API's, and each leads to its queue.
     busiest = stats["by_agency"][0]
+    names = {a["id"]: a["name"] for a in api_get(server, "quan.tri", "agencies")["data"]}
     agency_panel = page.get_by_role("region", name="Theo đơn vị")
     agency_panel.locator("summary").click()
-    row = agency_panel.locator("table tbody tr", has_text=busiest["key"])
+    row = agency_panel.locator("table tbody tr", has_text=names[busiest["key"]])
     expect(row).to_contain_text(str(busiest["alerts"]))
-    row.get_by_role("link", name=busiest["key"]).click()
+    row.get_by_role("link", name=names[busiest["key"]]).click()
     expect(page).to_have_url(re.compile(f"#/alerts\\?agency={busiest['key']}"))
     expect(queue_rows(page)).to_have_count(busiest["alerts"])
     # On a wall screen the same page has room for its charts side by side.

@@ -32,6 +32,9 @@ const status = document.getElementById("status");
 const help = document.getElementById("help");
 
 let me = null;
+// The SOC's agencies by id ({id, name, tier}; GET /agencies), to show names where records
+// carry ids. Empty when the API has no registry: ids are shown then.
+let agencies = new Map();
 let generation = 0;
 let cleanups = [];
 let shortcuts = {};
@@ -82,7 +85,7 @@ function renderHeader() {
       on: { click: () => chooseLanguage(lang) },
     }, t(`language.${lang}`))));
   const user = h("div", { class: "user" },
-    me ? h("span", { class: "who" }, h("strong", {}, me.name), h("small", {}, t(`role.${me.role}`), me.agency ? ` · ${me.agency}` : "")) : null,
+    me ? h("span", { class: "who" }, h("strong", {}, me.name), h("small", {}, t(`role.${me.role}`), me.agency ? ` · ${agencyName(me.agency)}` : "")) : null,
     h("button", { type: "button", class: "link", "aria-keyshortcuts": "?", on: { click: showHelp } }, t("help.button")),
     me ? h("button", { type: "button", class: "link", on: { click: () => signOut() } }, t("signout")) : null);
   replace(header,
@@ -155,6 +158,11 @@ async function show() {
       return;
     }
     if (me.language && me.language !== language()) setLanguage(me.language);
+    try {
+      agencies = new Map((await api.get("agencies")).data.map((agency) => [agency.id, agency]));
+    } catch (error) {
+      agencies = new Map(); // names are a courtesy: ids do
+    }
   }
   const { path, query } = parseHash();
   const route = ROUTES.find((r) => r.pattern.test(path));
@@ -174,6 +182,12 @@ async function show() {
     sayError(error);
   }
   view.focus({ preventScroll: true });
+}
+
+/** An agency's name from the registry, else its id. */
+function agencyName(id) {
+  const agency = agencies.get(id);
+  return agency ? agency.name : id;
 }
 
 function context(params, query) {
@@ -198,6 +212,8 @@ function context(params, query) {
       else clearInterval(timer);
     },
     can: (...roles) => Boolean(me) && roles.includes(me.role),
+    agencyName,
+    agencies: () => [...agencies.values()],
   };
 }
 
@@ -208,6 +224,7 @@ document.querySelector(".skip").addEventListener("click", (event) => {
 
 onSignedOut(() => {
   me = null;
+  agencies = new Map();
   say("");
   history.replaceState(null, "", "#/alerts");
   show();

@@ -172,6 +172,21 @@ def test_the_registry_lists_every_collector_with_the_socs_names_and_who_is_silen
     assert "so-noi-vu" in missing and TAI_CHINH not in missing and PHUC_XA not in missing
 
 
+def test_the_agencies_are_listed_by_name_for_every_reader_and_scoped_for_an_agency(
+    client: TestClient,
+) -> None:
+    body = client.get("/agencies", headers=auth(ANALYST)).json()
+    names = {agency["id"]: (agency["name"], agency["tier"]) for agency in body["data"]}
+    assert names[TAI_CHINH] == ("Sở Tài chính", "province")
+    assert names[PHUC_XA] == ("UBND phường Phúc Xá", "commune")
+    assert body["total"] == len(body["data"]) > 2
+    assert [a["id"] for a in body["data"]] == sorted(names)
+    own = client.get("/agencies", headers=auth(VIEWER)).json()["data"]
+    assert [a["id"] for a in own] == [TAI_CHINH]
+    assert client.get("/agencies", headers=auth(COLLECTOR)).status_code == 403
+    assert client.get("/agencies").status_code == 401
+
+
 def test_the_silent_filter(client: TestClient) -> None:
     silent = client.get("/collectors?silent=true", headers=auth(ANALYST)).json()["data"]
     assert [(c["agency"], c["collector"]) for c in silent] == [(TAI_CHINH, "tc-02")]

@@ -64,7 +64,8 @@ export async function render(page, ctx) {
   function summary() {
     const e = alert.entities;
     const pairs = [
-      ["field.agency", e.agency], ["tier.label", e.tier ? t(`tier.${e.tier}`) : null],
+      ["field.agency", ctx.agencyName(e.agency) === e.agency ? e.agency : `${ctx.agencyName(e.agency)} (${e.agency})`],
+      ["tier.label", e.tier ? t(`tier.${e.tier}`) : null],
       ["field.host", e.host], ["field.user", e.user], ["field.source_ip", e.source_ip],
       ["field.count", number(alert.count)], ["alert.risk", alert.risk_score],
       ["field.first_seen", dateTime(alert.first_seen)], ["field.last_seen", dateTime(alert.last_seen)],

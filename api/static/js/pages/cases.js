@@ -75,7 +75,7 @@ async function renderCase(page, ctx, id) {
                 return h("tr", {},
                   h("td", {}, a ? h("span", { class: `badge sev-${a.severity}` }, t(`severity.${a.severity}`)) : ""),
                   h("td", {}, h("a", { href: `#/alerts/${alertId}` }, a ? a.rule.title : alertId)),
-                  h("td", {}, a ? a.entities.agency : ""), h("td", {}, a ? a.entities.host || "" : ""),
+                  h("td", {}, a ? ctx.agencyName(a.entities.agency) : ""), h("td", {}, a ? a.entities.host || "" : ""),
                   h("td", {}, a ? t(`status.${a.status}`) : ""),
                   h("td", {}, writer ? h("button", { type: "button", class: "link",
                     on: { click: () => change({ remove_alerts: [alertId] }, "cases.done_removed") } }, t("cases.remove")) : null));
@@ -105,7 +105,7 @@ async function renderCase(page, ctx, id) {
               h("dt", {}, t("cases.created")), h("dd", {}, dateTime(item.created_at)),
               h("dt", {}, t("cases.updated")), h("dd", {}, dateTime(item.updated_at)),
               item.closed_at ? [h("dt", {}, t("cases.closed")), h("dd", {}, dateTime(item.closed_at))] : null,
-              h("dt", {}, t("field.agency")), h("dd", {}, item.agencies.join(", ") || t("common.none")))),
+              h("dt", {}, t("field.agency")), h("dd", {}, item.agencies.map(ctx.agencyName).join(", ") || t("common.none")))),
           h("section", { class: "panel", "aria-labelledby": "case-timeline" },
             h("h2", { id: "case-timeline" }, t("cases.timeline")),
             h("ol", { class: "timeline" }, [...item.timeline].reverse().map((entry) => h("li", {},

@@ -171,7 +171,7 @@ export async function render(page, ctx) {
     class: "filters", role: "search", "aria-label": t("collectors.filters"),
     on: { submit: (event) => { event.preventDefault(); load(); } },
   },
-  scoped ? h("p", { class: "scope" }, h("span", { class: "muted" }, `${t("field.agency")}: `), ctx.me.agency)
+  scoped ? h("p", { class: "scope" }, h("span", { class: "muted" }, `${t("field.agency")}: `), ctx.agencyName(ctx.me.agency))
     : field(t("field.agency"), agencySelect),
   field(t("collectors.state"), stateSelect),
   refreshButton,

@@ -19,8 +19,8 @@ const SEVERITIES = ["critical", "high", "medium", "low", "informational"];
 const STATUSES = ["new", "acknowledged", "in_progress", "resolved", "false_positive"];
 const OPEN = ["new", "acknowledged", "in_progress"];
 const TIERS = ["province", "commune"];
-// Agencies seen in earlier answers: the agency filter's choices (the API has no list of them
-// for every role; a filtered answer names only the one chosen).
+// The agency filter's choices: the registry's agencies (GET /agencies), and those seen in earlier
+// answers (an agency the registry does not know still has alerts).
 const knownAgencies = new Set();
 
 function countOf(list, keys) {
@@ -48,6 +48,7 @@ export async function render(page, ctx) {
     agency: scoped ? "" : ctx.query.get("agency") || "",
     tier: TIERS.includes(ctx.query.get("tier")) ? ctx.query.get("tier") : "",
   };
+  for (const agency of ctx.agencies()) knownAgencies.add(agency.id);
   if (state.agency) knownAgencies.add(state.agency);
   ctx.title(t("dashboard.title"));
 
@@ -64,7 +65,8 @@ export async function render(page, ctx) {
 
   function fillAgencies() {
     const agencies = [...knownAgencies].sort();
-    replace(agencySelect, [...select([["", t("common.all")], ...agencies.map((id) => [id, id])], state.agency).options]);
+    const choices = agencies.map((id) => [id, ctx.agencyName(id)]).sort((a, b) => a[1].localeCompare(b[1], "vi"));
+    replace(agencySelect, [...select([["", t("common.all")], ...choices], state.agency).options]);
     agencySelect.value = state.agency;
   }
   fillAgencies();
@@ -93,7 +95,7 @@ export async function render(page, ctx) {
     on: { submit: (event) => { event.preventDefault(); load(); } },
   },
   field(t("dashboard.range"), rangeSelect),
-  scoped ? h("p", { class: "scope" }, h("span", { class: "muted" }, `${t("field.agency")}: `), ctx.me.agency)
+  scoped ? h("p", { class: "scope" }, h("span", { class: "muted" }, `${t("field.agency")}: `), ctx.agencyName(ctx.me.agency))
     : field(t("field.agency"), agencySelect),
   scoped ? null : field(t("tier.label"), tierSelect),
   refreshButton,
@@ -196,7 +198,7 @@ export async function render(page, ctx) {
       href: queue("status", item.key, agency),
     }));
     const agencies = stats.by_agency.map((item) => ({
-      key: item.key, label: item.label || item.key, value: item.alerts, detections: item.detections,
+      key: item.key, label: item.label || ctx.agencyName(item.key), value: item.alerts, detections: item.detections,
       href: queue("agency", item.key),
     }));
     const tiers = ordered(stats.by_tier, TIERS).map((item) => ({

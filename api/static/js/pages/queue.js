@@ -135,7 +135,7 @@ export async function render(page, ctx) {
     h("td", {}, h("span", { class: `badge sev-${alert.severity}` }, t(`severity.${alert.severity}`))),
     h("td", {}, h("a", { href: `#/alerts/${alert.id}` }, alert.rule.title),
       alert.detector.type === "anomaly" ? h("span", { class: "muted" }, " · ", t("queue.anomaly")) : null),
-    h("td", {}, alert.entities.agency),
+    h("td", { title: alert.entities.agency }, ctx.agencyName(alert.entities.agency)),
     h("td", {}, tier ? t(`tier.short_${tier}`) : t("common.none")),
     h("td", {}, alert.entities.host || t("common.none")),
     h("td", {}, alert.entities.user || t("common.none")),
