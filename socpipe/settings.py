@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -59,6 +60,17 @@ def _zone(value: str) -> str:
             f"unknown time zone {value!r} (an IANA name like Asia/Ho_Chi_Minh)"
         ) from exc
     return value
+
+
+def _split_commas(value: Any) -> Any:
+    """A list from "a,b,c" (how the environment gives one), else the value as it is."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list of strings that an environment variable gives as "host:port,host:port" (not JSON).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 
 class _Section(BaseModel):
@@ -126,9 +138,7 @@ def _default_topic_specs() -> dict[str, TopicSpec]:
 class KafkaSettings(_Section):
     """How every stage reaches Kafka. TLS and SASL are off locally, on in production."""
 
-    bootstrap_servers: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["127.0.0.1:9092"], min_length=1
-    )
+    bootstrap_servers: CommaList = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
     client_id: str = "socpipe"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -145,14 +155,6 @@ class KafkaSettings(_Section):
     topics: Topics = Topics()
     topic_specs: dict[str, TopicSpec] = Field(default_factory=_default_topic_specs)
 
-    @field_validator("bootstrap_servers", mode="before")
-    @classmethod
-    def _split_servers(cls, value: Any) -> Any:
-        # Environment variables give "host:port,host:port".
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
     @field_validator("topic_specs")
     @classmethod
     def _known_topics(cls, value: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
@@ -167,9 +169,7 @@ class KafkaSettings(_Section):
 class ElasticsearchSettings(_Section):
     """How the alerting stage and the API reach Elasticsearch."""
 
-    hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1
-    )
+    hosts: CommaList = Field(default_factory=lambda: ["http://127.0.0.1:9200"], min_length=1)
     api_key: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -178,13 +178,6 @@ class ElasticsearchSettings(_Section):
     request_timeout_s: float = Field(default=30.0, gt=0)
     index_prefix: str = Field(default="soc", pattern=r"^[a-z0-9][a-z0-9._-]*$")
     index_replicas: int = Field(default=0, ge=0, le=5)
-
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class AgencySettings(_Section):
@@ -607,20 +600,13 @@ class ApiSettings(_Section):
     metrics_token: SecretStr | None = Field(default=None, min_length=16)
     # Where enrolled agencies' collectors connect (the SASL_SSL listener), as
     # POST /collectors/enroll answers; empty: the SOC's hosts with local.kafka_agency_port.
-    agency_bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    agency_bootstrap_servers: CommaList = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _shared_key(self) -> Self:
         if self.workers > 1 and self.jwt_secret is None and self.jwt_secret_file is None:
             raise ValueError("several workers need api.jwt_secret or api.jwt_secret_file")
         return self
-
-    @field_validator("agency_bootstrap_servers", mode="before")
-    @classmethod
-    def _split_servers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
 
 class LocalServicesSettings(_Section):

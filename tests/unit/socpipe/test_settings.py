@@ -75,6 +75,23 @@ def test_environment_overrides_file_with_nested_keys(
     assert settings.agency.name == "Sở Thông tin và Truyền thông"
 
 
+def test_lists_of_addresses_come_from_the_environment_comma_separated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOCPIPE_ELASTICSEARCH__HOSTS", "https://es1:9200,https://es2:9200")
+    monkeypatch.setenv("SOCPIPE_API__AGENCY_BOOTSTRAP_SERVERS", " soc-kafka:9094 ,, ")
+    settings = load_settings()
+    assert settings.elasticsearch.hosts == ["https://es1:9200", "https://es2:9200"]
+    assert settings.api.agency_bootstrap_servers == ["soc-kafka:9094"]
+    # A file gives a YAML list, taken as it is; an empty one is refused where one is needed.
+    assert load_settings(elasticsearch={"hosts": ["http://a:9200"]}).elasticsearch.hosts == [
+        "http://a:9200"
+    ]
+    monkeypatch.setenv("SOCPIPE_KAFKA__BOOTSTRAP_SERVERS", " , ")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_servers"):
+        load_settings()
+
+
 def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOCPIPE_CONFIG", str(write(tmp_path, "api:\n  port: 8443\n")))
     assert load_settings().api.port == 8443
