@@ -15,13 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from detectors.normalize import Normalizer
 from detectors.reload import RuleSetWatcher, rules_in
 from detectors.sigma.publish import status
 from socpipe.elastic import make_elasticsearch
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
-from socpipe.settings import ApiSettings, Settings, Tier
-from tests.support.events import index_events
+from socpipe.settings import ApiSettings, Settings
+from tests.support.events import index_events, ssh_event
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.kafka]
 
@@ -40,26 +38,6 @@ HOSTS = [
 ]
 
 
-def ssh_event(
-    number: int, at: datetime, *, agency: str, host: str, ip: str, failed: bool
-) -> dict[str, Any]:
-    """An SSH login as the detectors make it (the real normalizer), at ``at``."""
-    verb = "Failed password" if failed else "Accepted password"
-    raw = RawRecord(
-        id=f"it-{number:05d}",
-        agency=AgencyRef(id=agency, tier=Tier.PROVINCE),
-        collector=CollectorRef(id="c1", version="1"),
-        host=host,
-        source=SourceRef(type="syslog", format="syslog"),
-        received=at,
-        position=number,
-        message=f"<38>Nov 27 10:00:01 {host} sshd[{number}]: {verb} for root from {ip} port 22",
-    )
-    document: dict[str, Any] = Normalizer().normalize(raw).document
-    document["@timestamp"] = at.isoformat()
-    return document
-
-
 def make_events() -> list[dict[str, Any]]:
     """300 logins over five days, four hosts of three agencies, a third from inside, one in
     five a success; and a burst of twelve failures from one address within two minutes."""
@@ -68,12 +46,22 @@ def make_events() -> list[dict[str, Any]]:
         agency, host = HOSTS[n % len(HOSTS)]
         ip = f"10.20.{n % 7}.{n % 250}" if n % 3 == 0 else f"113.{160 + n % 3}.{n % 250}.{n % 7}"
         at = NOW - timedelta(minutes=23 * n + 2)
-        events.append(ssh_event(n, at, agency=agency, host=host, ip=ip, failed=n % 5 != 0))
+        events.append(
+            ssh_event(n, at, agency=agency, host=host, ip=ip, failed=n % 5 != 0, prefix="it")
+        )
     burst = NOW - timedelta(hours=30)
     for k in range(12):
         at = burst + timedelta(seconds=9 * k)
         events.append(
-            ssh_event(1000 + k, at, agency="so-noi-vu", host="snv-app", ip="45.9.1.1", failed=True)
+            ssh_event(
+                1000 + k,
+                at,
+                agency="so-noi-vu",
+                host="snv-app",
+                ip="45.9.1.1",
+                failed=True,
+                prefix="it",
+            )
         )
     return events
 

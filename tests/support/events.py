@@ -8,7 +8,40 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from alerting.indices import Indices
-from socpipe.settings import Settings
+from detectors.normalize import Normalizer
+from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
+from socpipe.settings import Settings, Tier
+
+_NORMALIZER = Normalizer()
+
+
+def ssh_event(
+    number: int,
+    at: datetime,
+    *,
+    agency: str,
+    host: str,
+    ip: str,
+    failed: bool = True,
+    prefix: str = "evt",
+) -> dict[str, Any]:
+    """An SSH login as the detectors make it (the real normalizer), at ``at``, with the id
+    ``<prefix>-<number>``."""
+    verb = "Failed password" if failed else "Accepted password"
+    line = f"<38>Nov 27 10:00:01 {host} sshd[{4000 + number}]: {verb} for root from {ip} port 5{number:04d} ssh2"  # noqa: E501
+    raw = RawRecord(
+        id=f"{prefix}-{number:05d}",
+        agency=AgencyRef(id=agency, tier=Tier.PROVINCE),
+        collector=CollectorRef(id="c1", version="1"),
+        host=host,
+        source=SourceRef(type="syslog", format="syslog"),
+        received=at,
+        position=number,
+        message=line,
+    )
+    document: dict[str, Any] = _NORMALIZER.normalize(raw).document
+    document["@timestamp"] = at.isoformat()
+    return document
 
 
 def index_events(es: Elasticsearch, settings: Settings, events: list[dict[str, Any]]) -> None:

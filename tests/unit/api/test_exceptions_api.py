@@ -21,9 +21,8 @@ from api.backtest import InMemoryEventSource
 from api.rulecheck import InMemoryRulePublisher
 from api.rulestore import InMemoryRuleStore
 from api.users import InMemoryUserStore
-from detectors.normalize import Normalizer
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
-from socpipe.settings import Tier, load_settings
+from socpipe.settings import load_settings
+from tests.support.events import ssh_event
 
 RULES = Path(__file__).resolve().parents[3] / "rules"
 ANALYST = "analyst-token-0123456789"
@@ -41,24 +40,6 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def ssh_failure(number: int, at: datetime, *, agency: str, host: str, ip: str) -> dict[str, Any]:
-    """A failed SSH login as the detectors make it (the real normalizer), at ``at``."""
-    line = f"<38>Nov 27 10:00:01 {host} sshd[{number}]: Failed password for root from {ip} port 22 ssh2"  # noqa: E501
-    raw = RawRecord(
-        id=f"evt-{number:05d}",
-        agency=AgencyRef(id=agency, tier=Tier.PROVINCE),
-        collector=CollectorRef(id="c1", version="1"),
-        host=host,
-        source=SourceRef(type="syslog", format="syslog"),
-        received=at,
-        position=number,
-        message=line,
-    )
-    document: dict[str, Any] = Normalizer().normalize(raw).document
-    document["@timestamp"] = at.isoformat()
-    return document
-
-
 @pytest.fixture
 def events() -> list[dict[str, Any]]:
     """Failures from inside (10.20.x.x, the province's own monitoring) and outside, in two
@@ -68,7 +49,7 @@ def events() -> list[dict[str, Any]]:
         agency = "so-tttt" if n % 2 else "phuong-phuc-xa"
         ip = f"10.20.{n % 5}.{n}" if n % 3 == 0 else f"113.161.{n}.7"
         at = NOW - timedelta(minutes=50 * n + 1)
-        found.append(ssh_failure(n, at, agency=agency, host=f"{agency}-srv{n % 2}", ip=ip))
+        found.append(ssh_event(n, at, agency=agency, host=f"{agency}-srv{n % 2}", ip=ip))
     return found
 
 

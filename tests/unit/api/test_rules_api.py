@@ -20,9 +20,8 @@ from api.backtest import InMemoryEventSource
 from api.rulecheck import InMemoryRulePublisher
 from api.rulestore import InMemoryRuleStore
 from api.users import InMemoryUserStore
-from detectors.normalize import Normalizer
-from socpipe.records import AgencyRef, CollectorRef, RawRecord, SourceRef
-from socpipe.settings import Tier, load_settings
+from socpipe.settings import load_settings
+from tests.support.events import ssh_event
 
 RULES = Path(__file__).resolve().parents[3] / "rules"
 ANALYST = "analyst-token-0123456789"
@@ -55,27 +54,6 @@ tags:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def ssh_event(
-    number: int, at: datetime, *, agency: str, host: str, ip: str, failed: bool = True
-) -> dict[str, Any]:
-    """An SSH login event as the detectors make it (the real normalizer), at ``at``."""
-    verb = "Failed password" if failed else "Accepted password"
-    line = f"<38>Nov 27 10:00:01 {host} sshd[{4000 + number}]: {verb} for root from {ip} port 5{number:04d} ssh2"  # noqa: E501
-    raw = RawRecord(
-        id=f"evt-{number:05d}",
-        agency=AgencyRef(id=agency, tier=Tier.PROVINCE),
-        collector=CollectorRef(id="c1", version="1"),
-        host=host,
-        source=SourceRef(type="syslog", format="syslog"),
-        received=at,
-        position=number,
-        message=line,
-    )
-    document: dict[str, Any] = Normalizer().normalize(raw).document
-    document["@timestamp"] = at.isoformat()
-    return document
 
 
 def sample_events() -> list[dict[str, Any]]:
