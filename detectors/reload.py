@@ -59,8 +59,16 @@ class CompactedFollower:
 
     thread_name = "topic-follower"
 
-    def __init__(self, kafka: KafkaSettings, topic: str, *, poll_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        *,
+        publish_status: Callable[[dict[str, Any]], None] | None = None,
+        poll_timeout_ms: int = 1000,
+    ) -> None:
         self.kafka = kafka
+        self.publish_status = publish_status
         self.poll_timeout_ms = poll_timeout_ms
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,6 +91,18 @@ class CompactedFollower:
     def arrived(self, records: list[Any]) -> None:
         """Records read by the thread, in order (tombstones included)."""
         raise NotImplementedError
+
+    def report(self, status: dict[str, Any]) -> None:
+        """Publish ``status`` (with this process's host, pid and the time) through
+        ``publish_status``; a failure is logged: status is for people, the work goes on."""
+        if self.publish_status is None:
+            return
+        try:
+            self.publish_status(
+                {**status, "host": os.uname().nodename, "pid": os.getpid(), "at": _now()}
+            )
+        except Exception:
+            log.exception("could not publish the status of %s", self._partition.topic)
 
     def _open(self) -> KafkaConsumer:
         if self._consumer is None:
@@ -142,9 +162,13 @@ class RuleSetWatcher(CompactedFollower):
         publish_status: Callable[[dict[str, Any]], None] | None = None,
         poll_timeout_ms: int = 1000,
     ) -> None:
-        super().__init__(kafka, kafka.topics.rules, poll_timeout_ms=poll_timeout_ms)
+        super().__init__(
+            kafka,
+            kafka.topics.rules,
+            publish_status=publish_status,
+            poll_timeout_ms=poll_timeout_ms,
+        )
         self.unpack_dir = unpack_dir
-        self.publish_status = publish_status
         self.state = RuleSetState()
         self._lock = threading.Lock()
         self._pending: SigmaDetector | None = None
@@ -225,23 +249,15 @@ class RuleSetWatcher(CompactedFollower):
         self._publish()
 
     def _publish(self) -> None:
-        if self.publish_status is None:
-            return
-        try:
-            self.publish_status(
-                {
-                    "kind": STATUS_KIND,
-                    "version": self.state.version,
-                    "source": self.state.source,
-                    "rules": self.state.rules,
-                    "rejected": self.state.rejected or None,
-                    "host": os.uname().nodename,
-                    "pid": os.getpid(),
-                    "at": _now(),
-                }
-            )
-        except Exception:  # status is for people; detection goes on without it
-            log.exception("could not publish the detector's rule-set status")
+        self.report(
+            {
+                "kind": STATUS_KIND,
+                "version": self.state.version,
+                "source": self.state.source,
+                "rules": self.state.rules,
+                "rejected": self.state.rejected or None,
+            }
+        )
 
 
 def _last_value(records: list[Any]) -> bytes | None:
@@ -261,9 +277,10 @@ def _now() -> str:
     return utcnow().isoformat()
 
 
-def status_value(detector_id: str, status: dict[str, Any]) -> bytes:
-    """A status record's value: the status with the detector's id."""
-    return orjson.dumps({"detector": detector_id, **status})
+def status_value(name: str, status: dict[str, Any], *, role: str = "detector") -> bytes:
+    """A status record's value: the status with the name of the process that sends it, under
+    ``role`` (``detector``, ``scorer``)."""
+    return orjson.dumps({role: name, **status})
 
 
 __all__ = [

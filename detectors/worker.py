@@ -139,14 +139,11 @@ class RawRecordHandler:
                 # A collector that speaks for another agency is not trusted with any record of
                 # the message: all of it goes to the DLQ, for the SOC to look into.
                 futures.append(
-                    self.dlq.send(
-                        f"{where}: records claim agency {', '.join(strangers)} but came on "
+                    self.dlq.refuse(
+                        message,
+                        f"records claim agency {', '.join(strangers)} but came on "
                         f"{message.topic}, which only agency {claimed}'s credential can write; "
                         f"the whole message ({len(batch.records)} records) is refused",
-                        message.value,
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
                         agency=claimed,
                     )
                 )

@@ -115,9 +115,10 @@ class AnomalyModel:
         step: BaselineDeviation = self.pipeline.named_steps["deviation"]
         return step
 
-    def windows(self) -> Windows:
-        """An empty fold of this model's windows, matching its features."""
-        windows = Windows(self.meta.spec, self.templates)
+    def windows(self, *, samples: int = 0) -> Windows:
+        """An empty fold of this model's windows, matching its features (keeping ``samples``
+        of each window's first events)."""
+        windows = Windows(self.meta.spec, self.templates, samples=samples)
         if list(windows.features) != self.meta.features:
             raise ConfigError("the model's features do not match this version's windows")
         return windows

@@ -16,7 +16,6 @@ published on ``soc.heartbeats`` (kind ``anomaly-models``), which ``socpipe model
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -199,8 +198,12 @@ class ModelWatcher(CompactedFollower):
         publish_status: Callable[[dict[str, Any]], None] | None = None,
         poll_timeout_ms: int = 1000,
     ) -> None:
-        super().__init__(kafka, kafka.topics.models, poll_timeout_ms=poll_timeout_ms)
-        self.publish_status = publish_status
+        super().__init__(
+            kafka,
+            kafka.topics.models,
+            publish_status=publish_status,
+            poll_timeout_ms=poll_timeout_ms,
+        )
         self.state = ModelsState()
         self._lock = threading.Lock()
         self._pending: dict[str, AnomalyModel | None] = {}
@@ -263,18 +266,10 @@ class ModelWatcher(CompactedFollower):
         return model
 
     def _publish(self) -> None:
-        if self.publish_status is None:
-            return
-        try:
-            self.publish_status(
-                {
-                    "kind": STATUS_KIND,
-                    "models": self.state.running,
-                    "rejected": self.state.rejected or None,
-                    "host": os.uname().nodename,
-                    "pid": os.getpid(),
-                    "at": utcnow().isoformat(),
-                }
-            )
-        except Exception:  # status is for people; scoring goes on without it
-            log.exception("could not publish the scorer's model status")
+        self.report(
+            {
+                "kind": STATUS_KIND,
+                "models": self.state.running,
+                "rejected": self.state.rejected or None,
+            }
+        )

@@ -50,6 +50,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from detectors.anomaly.model import AnomalyModel, Judgement
 from detectors.anomaly.publish import ModelWatcher
 from detectors.anomaly.windows import WindowKey, Windows, event_time
+from detectors.reload import status_value
 from socpipe.counters import CounterPublisher, StageCounters
 from socpipe.deadletter import DeadLetterWriter
 from socpipe.kafka import client_options, ensure_topics, make_producer
@@ -123,8 +124,7 @@ class ModelRun:
             return
         fold = self.folds.get(agency)
         if fold is None:
-            fold = self.folds[agency] = self.model.windows()
-            fold.samples = SAMPLES
+            fold = self.folds[agency] = self.model.windows(samples=SAMPLES)
         fold.add(event, may_open=may_open)
 
     def close(self, agency: str, before: datetime) -> tuple[list[WindowKey], NDArray[np.float64]]:
@@ -343,10 +343,9 @@ class AnomalyHandler:
             if not self._mine(name):
                 continue
             old = self.runs.pop(name, None)
-            if old is not None and model is None:
-                self._late_retired += old.late
             if model is None:
                 if old is not None:
+                    self._late_retired += old.late
                     log.info(
                         "model %s withdrawn: %d open windows dropped", name, old.open_windows()
                     )
@@ -509,7 +508,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     scorer_id = settings.anomaly.id
 
     def publish_status(status: dict[str, Any]) -> None:
-        value = orjson.dumps({"scorer": scorer_id, **status})
+        value = status_value(scorer_id, status, role="scorer")
         producer.send(topics.heartbeats, key=scorer_id.encode(), value=value)
 
     watcher = ModelWatcher(settings.kafka, publish_status=publish_status)
